@@ -1,0 +1,285 @@
+"""The accounts file (YAML): loading, validation and the typed model the rest of the code receives.
+
+Every error names the file, the account and the field. Fields ending in ``_secret`` hold the NAME of a
+secret, never its value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_DOC2_BASE_URL = "https://api.polydocs.io"
+DEFAULT_MAX_ATTEMPTS = 3
+_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+_SECRET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+SecretName = Annotated[str, Field(pattern=_SECRET_NAME_PATTERN, max_length=127)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Filters(_Strict):
+    from_: list[str] = Field(default_factory=list, alias="from")
+    subject: str | None = None
+    attachment_names: list[str] = Field(default_factory=list)
+    exclude_attachment_names: list[str] = Field(default_factory=list)
+    max_age_days: int | None = Field(default=None, gt=0)
+    max_attachment_mb: float | None = Field(default=None, gt=0)
+
+    @field_validator("from_", "attachment_names", "exclude_attachment_names", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("subject")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a valid regular expression: {err}") from None
+        return value
+
+    @property
+    def max_attachment_bytes(self) -> int | None:
+        if self.max_attachment_mb is None:
+            return None
+        return int(self.max_attachment_mb * 1024 * 1024)
+
+
+class _AccountBase(_Strict):
+    name: str = Field(pattern=_NAME_PATTERN, max_length=64)
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    failed_folder: str = "Failed"
+    doc2_source: str | None = None
+    import_: Literal["attachments", "message", "both"] = Field(default="attachments", alias="import")
+    include_inline: bool = False
+    filters: Filters = Field(default_factory=Filters)
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
+    ca_file: Path | None = None
+
+    @property
+    def source(self) -> str:
+        return self.doc2_source or f"email:{self.name}"
+
+    @field_validator("folder", "processed_folder", "failed_folder")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _ServerAccount(_AccountBase):
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+    username: str = Field(min_length=1)
+    password_secret: SecretName | None = None
+    auth: Literal["password", "xoauth2"] = "password"
+    tenant_id: str | None = None
+    client_id_secret: SecretName | None = None
+    client_secret_secret: SecretName | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+    _default_ports: dict[str, int] = {}
+
+    @model_validator(mode="after")
+    def _check_security_and_auth(self) -> _ServerAccount:
+        if self.security == "none" and not _is_loopback(self.host):
+            raise ValueError(
+                f"security 'none' sends the password in clear text and is allowed only for a loopback host, "
+                f"not {self.host!r}; use 'ssl' or 'starttls'"
+            )
+        if self.auth == "password" and not self.password_secret:
+            raise ValueError("field 'password_secret' is required when auth is 'password'")
+        if self.auth == "xoauth2":
+            missing = [f for f in ("tenant_id", "client_id_secret", "client_secret_secret") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"auth 'xoauth2' needs {', '.join(repr(m) for m in missing)}")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or self._default_ports[self.security]
+
+
+class ImapAccount(_ServerAccount):
+    type: Literal["imap"]
+    _default_ports = {"ssl": 993, "starttls": 143, "none": 143}
+
+
+class Pop3Account(_ServerAccount):
+    type: Literal["pop3"]
+    delete_after_import: bool = False
+    _default_ports = {"ssl": 995, "starttls": 110, "none": 110}
+
+
+class GraphAccount(_AccountBase):
+    type: Literal["graph"]
+    folder: str = "Inbox"
+    auth: Literal["client_secret", "certificate", "password", "device_code", "federated"] = "client_secret"
+    tenant_id: str = Field(min_length=1)
+    client_id_secret: SecretName
+    client_secret_secret: SecretName | None = None
+    certificate_secret: SecretName | None = None
+    mailbox: str = Field(min_length=3)
+    username: str | None = None
+    password_secret: SecretName | None = None
+
+    @model_validator(mode="after")
+    def _check_auth_fields(self) -> GraphAccount:
+        needed = {
+            "client_secret": ("client_secret_secret",),
+            "certificate": ("certificate_secret",),
+            "password": ("client_secret_secret", "username", "password_secret"),
+            "device_code": (),
+            "federated": (),
+        }[self.auth]
+        missing = [f for f in needed if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"auth {self.auth!r} needs {', '.join(repr(m) for m in missing)}")
+        return self
+
+
+Account = Annotated[Union[GraphAccount, ImapAccount, Pop3Account], Field(discriminator="type")]
+ACCOUNT_TYPES: dict[str, type[_AccountBase]] = {"graph": GraphAccount, "imap": ImapAccount, "pop3": Pop3Account}
+
+
+class Doc2Config(_Strict):
+    base_url: str = DEFAULT_DOC2_BASE_URL
+    api_key_secret: SecretName = "doc2-api-key"
+    timeout_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://api.polydocs.io")
+        return value.rstrip("/")
+
+
+class Config(_Strict):
+    path: Path
+    doc2: Doc2Config
+    accounts: tuple[Account, ...]
+
+    def select(self, names: list[str] | None) -> list[GraphAccount | ImapAccount | Pop3Account]:
+        if not names:
+            return list(self.accounts)
+        known = {a.name: a for a in self.accounts}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"{self.path}: no account named {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+        return [known[n] for n in names]
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the accounts file, or raise ConfigError naming file, account and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: accounts file not found (set --config or INGEST_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the accounts file: {err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_config(data, path)
+
+
+def parse_config(data: Any, path: Path) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the accounts file must be a mapping with 'doc2' and 'accounts'")
+    unknown = sorted(set(data) - {"doc2", "defaults", "accounts"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level field {', '.join(map(repr, unknown))}")
+    errors: list[str] = []
+    doc2 = _validate(Doc2Config, data.get("doc2") or {}, f"{path}: doc2", errors)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        errors.append(f"{path}: defaults: must be a mapping of account fields")
+        defaults = {}
+    _check_default_fields(defaults, path, errors)
+    raw_accounts = data.get("accounts")
+    if not isinstance(raw_accounts, list) or not raw_accounts:
+        errors.append(f"{path}: accounts: must be a non-empty list")
+        raw_accounts = []
+    accounts = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_accounts):
+        account = _validate_account(raw, index, defaults, path, errors)
+        if account is None:
+            continue
+        if account.name in seen:
+            errors.append(f"{path}: account {account.name!r}: field 'name': used by more than one account")
+        seen.add(account.name)
+        accounts.append(account)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    assert doc2 is not None
+    return Config(path=path, doc2=doc2, accounts=tuple(accounts))
+
+
+def _check_default_fields(defaults: dict[str, Any], path: Path, errors: list[str]) -> None:
+    known = set().union(*(_field_names(model) for model in ACCOUNT_TYPES.values())) - {"name", "type"}
+    for key in defaults:
+        if key not in known:
+            errors.append(f"{path}: defaults: field {key!r}: not an account field")
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+def _validate_account(raw: Any, index: int, defaults: dict[str, Any], path: Path, errors: list[str]):
+    if not isinstance(raw, dict):
+        errors.append(f"{path}: accounts[{index}]: must be a mapping")
+        return None
+    label = f"account {raw['name']!r}" if isinstance(raw.get("name"), str) else f"accounts[{index}]"
+    model = ACCOUNT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
+    if model is None:
+        errors.append(f"{path}: {label}: field 'type': must be one of graph, imap, pop3 (got {raw.get('type')!r})")
+        return None
+    applicable = _field_names(model)
+    merged = {k: v for k, v in defaults.items() if k in applicable} | raw
+    return _validate(model, merged, f"{path}: {label}", errors)
+
+
+def _validate(model: type[BaseModel], data: Any, where: str, errors: list[str]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        for problem in err.errors():
+            field = ".".join(str(p) for p in problem["loc"])
+            message = problem["msg"]
+            if problem["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif problem["type"] == "missing":
+                message = "required field is missing"
+            message = message.removeprefix("Value error, ")
+            errors.append(f"{where}: field {field!r}: {message}" if field else f"{where}: {message}")
+        return None

@@ -1,0 +1,42 @@
+"""One exception tree for the whole product.
+
+    IngestError
+    ├── ConfigError          the accounts file or the settings are wrong; nothing runs
+    ├── SecretError          a named secret cannot be read (missing, Key Vault refused)
+    ├── AccountError         one account cannot go on (sign-in refused, DOC² key rejected, folder missing)
+    │   └── AccountBusy      another run holds this account's lock
+    ├── TransientError       worth retrying later (time-out, reset, 429/5xx after retries)
+    └── DocumentError        one document or message cannot be imported (broken mail, DOC² refused it)
+
+Messages say what failed and where (file, account, folder, message) and never carry a secret value.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Root of every error this product raises on purpose."""
+
+
+class ConfigError(IngestError):
+    """The accounts file or the settings are invalid."""
+
+
+class SecretError(IngestError):
+    """A secret named in the accounts file cannot be resolved."""
+
+
+class AccountError(IngestError):
+    """An account cannot be processed at all; its mail is left untouched."""
+
+
+class AccountBusy(AccountError):
+    """Another run is working on this account right now."""
+
+
+class TransientError(IngestError):
+    """A failure that may go away by itself: retry later."""
+
+
+class DocumentError(IngestError):
+    """One message or document cannot be imported; the others go on."""

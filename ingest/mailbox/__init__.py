@@ -1,0 +1,1 @@
+"""Mailbox adapters: one per protocol, all behind the protocol in ``base``."""

@@ -1,0 +1,60 @@
+"""What the pipeline asks of a mailbox, whatever its protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+from ..config import Filters
+from ..model import Extraction, MessageHeaders, MessageRef
+
+Outcome = Literal["processed", "failed"]
+
+
+class ExtractionOptions(Protocol):
+    """The account settings extraction needs (an account object satisfies it)."""
+
+    @property
+    def import_(self) -> Literal["attachments", "message", "both"]: ...
+    @property
+    def include_inline(self) -> bool: ...
+    @property
+    def filters(self) -> Filters: ...
+
+
+class MailItem(Protocol):
+    """One fetched message: its headers, a stable identity, and its documents on demand."""
+
+    @property
+    def headers(self) -> MessageHeaders: ...
+
+    @property
+    def identity(self) -> str:
+        """Stable across folders, moves and runs: the base of every custom_doc_id of this message."""
+        ...
+
+    def extract(self, options: ExtractionOptions) -> Extraction: ...
+
+
+class Mailbox(Protocol):
+    """A session with one account's mailbox. Used as a context manager; closing never raises."""
+
+    def __enter__(self) -> Mailbox: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+    def check(self) -> list[str]:
+        """TEST LOGIN: sign in, open the source folder, make sure the target folders exist or can be made.
+        Returns human-readable notes; raises AccountError with the cause on failure."""
+        ...
+
+    def list_messages(self) -> Iterator[MessageRef]:
+        """The messages now in the source folder, oldest first."""
+        ...
+
+    def read(self, ref: MessageRef) -> MailItem:
+        """Fetch one message without marking it read. Raises DocumentError for a message that cannot be read."""
+        ...
+
+    def settle(self, ref: MessageRef, outcome: Outcome) -> None:
+        """Move the message to the processed or failed folder (POP3: remember it, or delete it)."""
+        ...
