@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,7 +19,7 @@ from .errors import ConfigError
 DEFAULT_DOC2_BASE_URL = "https://api.polydocs.io"
 DEFAULT_MAX_ATTEMPTS = 3
 _NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
-_SECRET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_SECRET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # noqa: S105 - a pattern for secret NAMES
 
 SecretName = Annotated[str, Field(pattern=_SECRET_NAME_PATTERN, max_length=127)]
 
@@ -164,14 +164,15 @@ class GraphAccount(_AccountBase):
         return self
 
 
-Account = Annotated[Union[GraphAccount, ImapAccount, Pop3Account], Field(discriminator="type")]
+Account = Annotated[GraphAccount | ImapAccount | Pop3Account, Field(discriminator="type")]
 ACCOUNT_TYPES: dict[str, type[_AccountBase]] = {"graph": GraphAccount, "imap": ImapAccount, "pop3": Pop3Account}
 
 
 class Doc2Config(_Strict):
     base_url: str = DEFAULT_DOC2_BASE_URL
-    api_key_secret: SecretName = "doc2-api-key"
+    api_key_secret: SecretName = "doc2-api-key"  # noqa: S105 - the NAME of the secret
     timeout_seconds: float = Field(default=120.0, gt=0)
+    ca_file: Path | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -192,7 +193,9 @@ class Config(_Strict):
         known = {a.name: a for a in self.accounts}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ConfigError(f"{self.path}: no account named {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+            raise ConfigError(
+                f"{self.path}: no account named {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
+            )
         return [known[n] for n in names]
 
 
@@ -240,8 +243,7 @@ def parse_config(data: Any, path: Path) -> Config:
         accounts.append(account)
     if errors:
         raise ConfigError("\n".join(errors))
-    assert doc2 is not None
-    return Config(path=path, doc2=doc2, accounts=tuple(accounts))
+    return Config(path=path, doc2=doc2, accounts=tuple(accounts))  # doc2 is valid when errors is empty
 
 
 def _check_default_fields(defaults: dict[str, Any], path: Path, errors: list[str]) -> None:

@@ -6,6 +6,8 @@
     ├── AccountError         one account cannot go on (sign-in refused, DOC² key rejected, folder missing)
     │   └── AccountBusy      another run holds this account's lock
     ├── TransientError       worth retrying later (time-out, reset, 429/5xx after retries)
+    │   ├── Doc2Unavailable  DOC² keeps failing: the account stops for this run, its mail stays
+    │   └── ConnectionLost   the mailbox connection broke: the account stops for this run
     └── DocumentError        one document or message cannot be imported (broken mail, DOC² refused it)
 
 Messages say what failed and where (file, account, folder, message) and never carry a secret value.
@@ -36,6 +38,14 @@ class AccountBusy(AccountError):
 
 class TransientError(IngestError):
     """A failure that may go away by itself: retry later."""
+
+
+class Doc2Unavailable(TransientError):
+    """DOC² still fails after every retry; the rest of the account waits for the next run."""
+
+
+class ConnectionLost(TransientError):
+    """The connection to the mailbox broke in the middle of a run."""
 
 
 class DocumentError(IngestError):

@@ -61,6 +61,7 @@ class MessageRef:
     ref: str
     key: str
     size: int | None = None
+    headers: MessageHeaders | None = None  # when the listing brings them, filters run before the fetch
 
 
 def custom_doc_id(account: str, message_key: str, document_key: str) -> str:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Static checks of the Bicep in infra/ with checkov, offline.
+#
+# checkov pins many packages of its own, so it lives in its own venv (.tools/checkov-venv, git-ignored),
+# never in the project's .venv. Every finding must be fixed in the Bicep or suppressed inline next to the
+# resource with `#checkov:skip=CKV_...: reason`; this script fails on any failed check.
+#
+# Usage: .ci/infra-checks.sh            (from anywhere; works on the repository root)
+set -euo pipefail
+
+CHECKOV_VERSION="3.3.30"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.tools/checkov-venv"
+PYTHON="${PYTHON:-python3}"
+
+if [[ ! -x "$VENV/bin/checkov" ]] || [[ "$("$VENV/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
+    echo "infra-checks: installing checkov $CHECKOV_VERSION into $VENV" >&2
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
+
+cd "$ROOT"
+# BC_SKIP_MAPPING: do not fetch Bridgecrew's policy mapping; --skip-download: no policy download either.
+# checkov exits 1 when any check fails (soft-fail is never set here).
+BC_SKIP_MAPPING=TRUE "$VENV/bin/checkov" \
+    -d infra \
+    --framework bicep \
+    --skip-download \
+    --quiet \
+    --compact \
+    "$@"

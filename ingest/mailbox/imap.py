@@ -1,0 +1,276 @@
+"""IMAP mailboxes through imapclient: UID-based, UIDVALIDITY-aware, fetched without setting \\Seen."""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from ..config import ImapAccount
+from ..errors import AccountError, ConnectionLost, DocumentError
+from ..extraction import parse_headers
+from ..model import MessageRef
+from ..tls import client_context
+from ._errors import describe, server_text
+from .base import Outcome
+from .mime import MimeMailItem
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 15.0
+LIST_CHUNK = 500  # UIDs per FETCH of sizes and headers
+PREFETCH_MESSAGES = 25  # whole messages fetched in one round trip...
+PREFETCH_BYTES = 16 * 1024 * 1024  # ...up to this many bytes
+_HEADER_FIELDS = b"BODY[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]"
+_NETWORK_ERRORS = (OSError, imaplib.IMAP4.abort, ssl.SSLError, socket.timeout)
+
+TokenSource = Callable[[], str]
+
+
+class ImapMailbox:
+    def __init__(
+        self, account: ImapAccount, secrets: Callable[[str], str], token_source: TokenSource | None = None
+    ) -> None:
+        self.account = account
+        self._secrets = secrets
+        self._token_source = token_source
+        self._client: IMAPClient | None = None
+        self._uidvalidity = 0
+        self._delimiter = "/"
+        self._sizes: dict[int, int] = {}
+        self._order: list[int] = []
+        self._prefetched: dict[int, bytes] = {}
+        self._where = f"IMAP {account.host}:{account.effective_port} (account {account.name!r})"
+
+    # -- session ---------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> ImapMailbox:
+        self._client = self._connect()
+        self._login()
+        self._delimiter = self._find_delimiter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
+            with contextlib.suppress(Exception):  # socket already gone
+                client.shutdown()
+
+    def _connect(self) -> IMAPClient:
+        account = self.account
+        timeout = _timeouts(account.timeout_seconds)
+        context = client_context(account.ca_file)
+        try:
+            if account.security == "ssl":
+                return IMAPClient(account.host, account.effective_port, ssl=True, ssl_context=context, timeout=timeout)
+            client = IMAPClient(account.host, account.effective_port, ssl=False, timeout=timeout)
+            if account.security == "starttls":
+                if b"STARTTLS" not in client.capabilities():
+                    client.shutdown()
+                    raise AccountError(
+                        f"{self._where}: the server does not offer STARTTLS; refusing to send the password "
+                        f"unencrypted (use security: ssl, or a server with STARTTLS)"
+                    )
+                client.starttls(context)
+            return client
+        except AccountError:
+            raise
+        except ssl.SSLCertVerificationError as err:
+            raise AccountError(
+                f"{self._where}: TLS certificate not trusted ({err.verify_message}); set ca_file for a private CA"
+            ) from err
+        except (*_NETWORK_ERRORS, IMAPClientError) as err:
+            raise AccountError(f"{self._where}: cannot connect: {describe(err)}") from err
+
+    def _login(self) -> None:
+        account = self.account
+        try:
+            if account.auth == "xoauth2":
+                if self._token_source is None:
+                    raise AccountError(f"{self._where}: auth xoauth2 needs a token source")
+                self._require().oauth2_login(account.username, self._token_source())
+            else:
+                self._require().login(account.username, self._secrets(account.password_secret or ""))
+        except LoginError as err:
+            raise AccountError(
+                f"{self._where}: login refused for user {account.username!r}: {server_text(err)}; "
+                f"check the password in secret {account.password_secret!r}"
+                if account.auth == "password"
+                else f"{self._where}: XOAUTH2 login refused for {account.username!r}: {server_text(err)}"
+            ) from None
+        except _NETWORK_ERRORS as err:
+            raise AccountError(f"{self._where}: connection lost during login: {describe(err)}") from err
+
+    def _find_delimiter(self) -> str:
+        try:
+            listing = self._require().list_folders(directory="", pattern="")
+        except (*_NETWORK_ERRORS, IMAPClientError):
+            return "/"
+        for _flags, delimiter, _name in listing:
+            if delimiter:
+                return delimiter.decode() if isinstance(delimiter, bytes) else str(delimiter)
+        return "/"
+
+    def _server_path(self, folder: str) -> str:
+        return folder.replace("/", self._delimiter) if self._delimiter != "/" else folder
+
+    # -- TEST LOGIN ------------------------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        client = self._require()
+        notes = []
+        info = self._select_source()
+        notes.append(f"folder {self.account.folder!r}: {info.get(b'EXISTS', 0)} messages")
+        for folder in (self.account.processed_folder, self.account.failed_folder):
+            exists = client.folder_exists(self._server_path(folder))
+            notes.append(f"folder {folder!r}: {'exists' if exists else 'will be created on first use'}")
+        return notes
+
+    # -- listing and fetching --------------------------------------------------------------------------------
+
+    def list_messages(self) -> Iterator[MessageRef]:
+        client = self._require()
+        self._select_source()
+        criteria: list[object] = ["NOT", "DELETED"]
+        max_age = self.account.filters.max_age_days
+        if max_age:
+            # SINCE compares dates only, in the server's time zone: a day of margin, exact age checked by us
+            since = (datetime.now(UTC) - timedelta(days=max_age + 1)).date()
+            criteria += ["SINCE", since]
+        try:
+            uids = sorted(client.search(criteria))
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while searching: {describe(err)}") from err
+        self._order = uids
+        for start in range(0, len(uids), LIST_CHUNK):
+            chunk = uids[start : start + LIST_CHUNK]
+            try:
+                data = client.fetch(chunk, ["RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]"])
+            except _NETWORK_ERRORS as err:
+                raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(err)}") from err
+            for uid in chunk:
+                item = data.get(uid)
+                if item is None:  # expunged meanwhile by someone else
+                    continue
+                size = int(item.get(b"RFC822.SIZE", 0))
+                self._sizes[uid] = size
+                header_bytes = item.get(_HEADER_FIELDS) or b""
+                yield MessageRef(
+                    ref=str(uid),
+                    key=f"{self._uidvalidity}:{uid}",
+                    size=size,
+                    headers=parse_headers(header_bytes) if header_bytes else None,
+                )
+
+    def read(self, ref: MessageRef) -> MimeMailItem:
+        uid = int(ref.ref)
+        raw = self._prefetched.pop(uid, None)
+        if raw is None:
+            self._prefetch_from(uid)
+            raw = self._prefetched.pop(uid, None)
+        if raw is None:
+            raise DocumentError(f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched")
+        return MimeMailItem(raw)
+
+    def _prefetch_from(self, uid: int) -> None:
+        """Fetch this message and the next few in one round trip (bounded by count and bytes)."""
+        client = self._require()
+        try:
+            position = self._order.index(uid)
+        except ValueError:
+            batch = [uid]
+        else:
+            batch, total = [], 0
+            for candidate in self._order[position:]:
+                size = self._sizes.get(candidate, 0)
+                if batch and (len(batch) >= PREFETCH_MESSAGES or total + size > PREFETCH_BYTES):
+                    break
+                batch.append(candidate)
+                total += size
+        try:
+            data = client.fetch(batch, ["BODY.PEEK[]"])
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+        except IMAPClientError as err:
+            raise DocumentError(f"{self._where}: server refused to give message UID {uid}: {describe(err)}") from err
+        for fetched_uid, item in data.items():
+            body = item.get(b"BODY[]")
+            if body is not None:
+                self._prefetched[fetched_uid] = bytes(body)
+
+    # -- settling --------------------------------------------------------------------------------------------
+
+    def settle(self, ref: MessageRef, outcome: Outcome) -> None:
+        client = self._require()
+        target = self.account.processed_folder if outcome == "processed" else self.account.failed_folder
+        uid = int(ref.ref)
+        try:
+            self._ensure_folder(target)
+            if client.has_capability("MOVE"):
+                client.move([uid], self._server_path(target))
+            else:
+                client.copy([uid], self._server_path(target))
+                client.add_flags([uid], [b"\\Deleted"], silent=True)
+                if client.has_capability("UIDPLUS"):
+                    client.uid_expunge([uid])  # expunges only this UID
+                else:
+                    log.warning("%s: server lacks UIDPLUS; UID %d flagged \\Deleted, not expunged", self._where, uid)
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while moving UID {uid}: {describe(err)}") from err
+        except IMAPClientError as err:
+            raise AccountError(f"{self._where}: cannot move UID {uid} to {target!r}: {describe(err)}") from err
+        self._prefetched.pop(uid, None)
+
+    def _ensure_folder(self, folder: str) -> None:
+        client = self._require()
+        path = self._server_path(folder)
+        if client.folder_exists(path):
+            return
+        parts = folder.split("/")
+        for depth in range(1, len(parts) + 1):
+            partial = self._server_path("/".join(parts[:depth]))
+            if not client.folder_exists(partial):
+                log.info("%s: creating folder %r", self._where, "/".join(parts[:depth]))
+                client.create_folder(partial)
+                with contextlib.suppress(IMAPClientError):
+                    client.subscribe_folder(partial)
+
+    def _select_source(self) -> dict[bytes, object]:
+        client = self._require()
+        try:
+            info = client.select_folder(self._server_path(self.account.folder))
+        except IMAPClientError as err:
+            raise AccountError(
+                f"{self._where}: cannot open source folder {self.account.folder!r}: {describe(err)}"
+            ) from err
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(
+                f"{self._where}: connection lost opening {self.account.folder!r}: {describe(err)}"
+            ) from err
+        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        if self._uidvalidity and uidvalidity != self._uidvalidity:
+            log.warning("%s: UIDVALIDITY of %r changed; message keys start over", self._where, self.account.folder)
+        self._uidvalidity = uidvalidity
+        return info
+
+    def _require(self) -> IMAPClient:
+        if self._client is None:
+            raise RuntimeError("ImapMailbox used outside its 'with' block")
+        return self._client
+
+
+def _timeouts(read: float):  # imapclient's SocketTimeout(connect, read)
+    from imapclient import SocketTimeout
+
+    return SocketTimeout(connect=min(CONNECT_TIMEOUT, read), read=read)

@@ -1,0 +1,151 @@
+"""POP3 mailboxes through poplib. POP3 has no folders: UIDL identifies a message, the state store remembers
+what was imported, and ``delete_after_import`` deletes a message only after all its documents are in DOC²."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import poplib
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+
+from ..config import Pop3Account
+from ..errors import AccountError, ConnectionLost, DocumentError
+from ..extraction import parse_headers
+from ..model import MessageRef
+from ..tls import client_context
+from ._errors import describe, server_text
+from .base import Outcome
+from .mime import MimeMailItem
+
+log = logging.getLogger(__name__)
+
+_NETWORK_ERRORS = (OSError, ssl.SSLError, socket.timeout, EOFError)
+
+
+class Pop3Mailbox:
+    def __init__(
+        self, account: Pop3Account, secrets: Callable[[str], str], *, remembered: set[str] | None = None
+    ) -> None:
+        self.account = account
+        self._secrets = secrets
+        self._remembered = remembered or set()
+        self._client: poplib.POP3 | None = None
+        self._where = f"POP3 {account.host}:{account.effective_port} (account {account.name!r})"
+
+    def __enter__(self) -> Pop3Mailbox:
+        self._client = self._connect()
+        self._login()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.quit()  # QUIT commits the deletions of this session
+        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
+            with contextlib.suppress(Exception):  # socket already gone
+                client.close()
+
+    def _connect(self) -> poplib.POP3:
+        account = self.account
+        context = client_context(account.ca_file)
+        timeout = account.timeout_seconds
+        try:
+            if account.security == "ssl":
+                return poplib.POP3_SSL(account.host, account.effective_port, timeout=timeout, context=context)
+            client = poplib.POP3(account.host, account.effective_port, timeout=timeout)
+            if account.security == "starttls":
+                try:
+                    capabilities = client.capa()
+                except poplib.error_proto:
+                    capabilities = {}
+                if "STLS" not in capabilities:
+                    client.close()
+                    raise AccountError(
+                        f"{self._where}: the server does not offer STLS; refusing to send the password unencrypted"
+                    )
+                client.stls(context)
+            return client
+        except AccountError:
+            raise
+        except ssl.SSLCertVerificationError as err:
+            raise AccountError(
+                f"{self._where}: TLS certificate not trusted ({err.verify_message}); set ca_file for a private CA"
+            ) from err
+        except (*_NETWORK_ERRORS, poplib.error_proto) as err:
+            raise AccountError(f"{self._where}: cannot connect: {describe(err)}") from err
+
+    def _login(self) -> None:
+        client = self._require()
+        account = self.account
+        if account.auth == "xoauth2" or not account.password_secret:
+            raise AccountError(f"{self._where}: auth xoauth2 is not supported for POP3 yet; use IMAP or Graph")
+        try:
+            client.user(account.username)
+            client.pass_(self._secrets(account.password_secret))
+        except poplib.error_proto as err:
+            raise AccountError(
+                f"{self._where}: login refused for user {account.username!r}: {server_text(err)}; "
+                f"check the password in secret {account.password_secret!r}"
+            ) from None
+        except _NETWORK_ERRORS as err:
+            raise AccountError(f"{self._where}: connection lost during login: {describe(err)}") from err
+
+    def check(self) -> list[str]:
+        client = self._require()
+        try:
+            count, size = client.stat()
+        except (*_NETWORK_ERRORS, poplib.error_proto) as err:
+            raise AccountError(f"{self._where}: STAT failed: {describe(err)}") from err
+        return [f"mailbox: {count} messages, {size} bytes", "no folders in POP3: imported mail is remembered"]
+
+    def list_messages(self) -> Iterator[MessageRef]:
+        client = self._require()
+        try:
+            _, uidl_lines, _ = client.uidl()
+            _, list_lines, _ = client.list()
+        except (*_NETWORK_ERRORS, poplib.error_proto) as err:
+            raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(err)}") from err
+        sizes = dict(line.split()[:2] for line in list_lines)
+        for line in uidl_lines:
+            number, uidl = line.split()[:2]
+            key = uidl.decode("ascii", "replace")
+            size = int(sizes.get(number, b"0"))
+            headers = None
+            if key not in self._remembered:
+                headers = self._top_headers(number)
+            yield MessageRef(ref=number.decode(), key=key, size=size, headers=headers)
+
+    def _top_headers(self, number: bytes):
+        try:
+            _, lines, _ = self._require().top(int(number), 0)
+        except poplib.error_proto:
+            return None
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while reading headers: {describe(err)}") from err
+        return parse_headers(b"\r\n".join(lines) + b"\r\n\r\n")
+
+    def read(self, ref: MessageRef) -> MimeMailItem:
+        try:
+            _, lines, _ = self._require().retr(int(ref.ref))
+        except poplib.error_proto as err:
+            raise DocumentError(f"{self._where}: RETR {ref.ref} (UIDL {ref.key}) refused: {server_text(err)}") from err
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+        return MimeMailItem(b"\r\n".join(lines) + b"\r\n")
+
+    def settle(self, ref: MessageRef, outcome: Outcome) -> None:
+        if outcome == "processed" and self.account.delete_after_import:
+            try:
+                self._require().dele(int(ref.ref))
+            except (*_NETWORK_ERRORS, poplib.error_proto) as err:
+                raise ConnectionLost(f"{self._where}: DELE {ref.ref} failed: {describe(err)}") from err
+        # Otherwise nothing to do on the server: the pipeline records the outcome in the state store.
+
+    def _require(self) -> poplib.POP3:
+        if self._client is None:
+            raise RuntimeError("Pop3Mailbox used outside its 'with' block")
+        return self._client

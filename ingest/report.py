@@ -1,0 +1,75 @@
+"""The run report: what happened per account, for logs, metrics, the CLI and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AccountOutcome = Literal["ok", "account_failed", "busy", "partial"]
+
+
+@dataclass
+class MessageProblem:
+    message: str  # a reference (folder/UID, UIDL, Graph id) and the subject's first characters, never content
+    error: str
+    moved_to_failed: bool = False
+
+
+@dataclass
+class PlannedDocument:
+    """A dry run's line: what would be uploaded."""
+
+    message: str
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass
+class AccountReport:
+    account: str
+    type: str
+    outcome: AccountOutcome = "ok"
+    messages_seen: int = 0
+    messages_imported: int = 0  # settled as processed after uploading at least one document
+    messages_without_documents: int = 0  # settled as processed, nothing to upload after filtering
+    messages_skipped_by_filter: int = 0  # left in the source folder: sender, subject or age did not match
+    messages_failed: int = 0  # an attempt failed this run; the message stays for the next run
+    messages_moved_to_failed: int = 0
+    messages_deferred: int = 0  # left for the next run (time budget, DOC² unavailable, connection lost)
+    messages_remembered: int = 0  # POP3: imported earlier, still on the server
+    documents_uploaded: int = 0
+    documents_already_in_doc2: int = 0
+    documents_skipped: int = 0  # inline images, filtered attachments, cloud links
+    bytes_uploaded: int = 0
+    error: str | None = None
+    problems: list[MessageProblem] = field(default_factory=list)
+    planned: list[PlannedDocument] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+
+@dataclass
+class RunReport:
+    dry_run: bool = False
+    started_at: float = field(default_factory=time.time)
+    duration_seconds: float = 0.0
+    accounts: list[AccountReport] = field(default_factory=list)
+
+    @property
+    def failed_accounts(self) -> list[AccountReport]:
+        return [a for a in self.accounts if a.outcome == "account_failed"]
+
+    def totals(self) -> dict[str, int]:
+        keys = [k for k, v in asdict(AccountReport("", "")).items() if isinstance(v, int) and not isinstance(v, bool)]
+        return {k: sum(getattr(a, k) for a in self.accounts) for k in keys}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "duration_seconds": round(self.duration_seconds, 3),
+            "totals": self.totals(),
+            "accounts": [{**asdict(a), "duration_seconds": round(a.duration_seconds, 3)} for a in self.accounts],
+        }

@@ -1,0 +1,107 @@
+"""Secrets by name: from Azure Key Vault when KEY_VAULT_URL is set, else from the environment.
+
+A secret's value never reaches a log line or an error message; only its name does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import SecretError
+
+log = logging.getLogger(__name__)
+
+
+def env_var_name(secret_name: str) -> str:
+    """``doc2-api-key`` -> ``DOC2_API_KEY``: upper-cased, every character other than A-Z and 0-9 made ``_``."""
+    return re.sub(r"[^A-Z0-9]", "_", secret_name.upper())
+
+
+class EnvironmentSecrets:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def __call__(self, name: str) -> str:
+        variable = env_var_name(name)
+        value = self._environ.get(variable)
+        if not value:
+            raise SecretError(
+                f"secret {name!r} is not set: without KEY_VAULT_URL it is read from the environment variable {variable}"
+            )
+        return value
+
+
+class KeyVaultSecrets:
+    """Reads each secret once per process run from Key Vault (DefaultAzureCredential unless given)."""
+
+    def __init__(self, vault_url: str, credential: Any = None, **client_options: Any) -> None:
+        from azure.keyvault.secrets import SecretClient  # lazy: the SDK is slow to import
+
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        self._vault_url = vault_url
+        self._client = SecretClient(vault_url, credential, **client_options)
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> str:
+        with self._lock:
+            if name in self._cache:
+                return self._cache[name]
+        value = self._fetch(name)
+        with self._lock:
+            self._cache[name] = value
+        return value
+
+    def _fetch(self, name: str) -> str:
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+        try:
+            secret = self._client.get_secret(name)
+        except ResourceNotFoundError:
+            raise SecretError(f"secret {name!r} does not exist in Key Vault {self._vault_url}") from None
+        except ClientAuthenticationError as err:
+            raise SecretError(
+                f"cannot sign in to Key Vault {self._vault_url} to read secret {name!r}: {_first_line(err)}"
+            ) from err
+        except HttpResponseError as err:
+            if err.status_code == 403:
+                raise SecretError(
+                    f"access to secret {name!r} in Key Vault {self._vault_url} denied: give this identity the "
+                    f"'Key Vault Secrets User' role"
+                ) from err
+            raise SecretError(
+                f"Key Vault {self._vault_url} failed to return secret {name!r}: {_first_line(err)}"
+            ) from err
+        except Exception as err:  # network errors from azure-core come in several types
+            raise SecretError(
+                f"Key Vault {self._vault_url} not reachable for secret {name!r}: {_first_line(err)}"
+            ) from err
+        if not secret.value:
+            raise SecretError(f"secret {name!r} in Key Vault {self._vault_url} is empty")
+        return secret.value
+
+    def set(self, name: str, value: str) -> None:
+        self._client.set_secret(name, value)
+        with self._lock:
+            self._cache[name] = value
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+SecretSource = Callable[[str], str]
+
+
+def secret_source(key_vault_url: str | None, environ: Mapping[str, str], **client_options: Any) -> SecretSource:
+    if key_vault_url:
+        return KeyVaultSecrets(key_vault_url, **client_options)
+    return EnvironmentSecrets(environ)

@@ -1,0 +1,8 @@
+"""The state store: what is already in DOC², attempts per message, and one run per account at a time."""
+
+from __future__ import annotations
+
+from .base import MessageState, StateStore
+from .factory import open_state_store
+
+__all__ = ["MessageState", "StateStore", "open_state_store"]

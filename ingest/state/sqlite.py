@@ -1,0 +1,124 @@
+"""SQLite state store for local runs and the command line. The account lock is an flock: it dies with the process."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import AccountBusy, ConfigError
+from .base import MessageState, Status
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    account TEXT NOT NULL, identity TEXT NOT NULL, custom_doc_id TEXT NOT NULL,
+    filename TEXT NOT NULL, doc2_id TEXT, uploaded_at TEXT NOT NULL,
+    PRIMARY KEY (account, identity, custom_doc_id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    account TEXT NOT NULL, message_key TEXT NOT NULL, identity TEXT,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY (account, message_key)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class SqliteStateStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"state store {path}: cannot open: {err}") from err
+        self._lock = threading.Lock()
+        self._lock_dir = path.with_name(path.name + ".locks")
+
+    def uploaded(self, account: str, identity: str) -> set[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT custom_doc_id FROM uploads WHERE account=? AND identity=?", (account, identity)
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def record_upload(
+        self, account: str, identity: str, custom_doc_id: str, filename: str, doc2_id: str | None
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?)",
+                (account, identity, custom_doc_id, filename, doc2_id, _now()),
+            )
+
+    def message(self, account: str, message_key: str) -> MessageState | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, attempts, last_error FROM messages WHERE account=? AND message_key=?",
+                (account, message_key),
+            ).fetchone()
+        return MessageState(row[0], row[1], row[2]) if row else None
+
+    def record_failure(self, account: str, message_key: str, identity: str | None, error: str) -> int:
+        with self._lock:
+            self._db.execute(
+                """INSERT INTO messages VALUES (?,?,?,'pending',1,?,?)
+                   ON CONFLICT(account, message_key) DO UPDATE SET
+                   attempts=attempts+1, last_error=excluded.last_error, updated_at=excluded.updated_at,
+                   identity=COALESCE(excluded.identity, identity), status='pending'""",
+                (account, message_key, identity, error, _now()),
+            )
+            row = self._db.execute(
+                "SELECT attempts FROM messages WHERE account=? AND message_key=?", (account, message_key)
+            ).fetchone()
+        return int(row[0])
+
+    def record_settled(
+        self, account: str, message_key: str, identity: str | None, status: Status, note: str | None
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                """INSERT INTO messages VALUES (?,?,?,?,0,?,?)
+                   ON CONFLICT(account, message_key) DO UPDATE SET status=excluded.status,
+                   last_error=COALESCE(excluded.last_error, last_error), updated_at=excluded.updated_at,
+                   identity=COALESCE(excluded.identity, identity)""",
+                (account, message_key, identity, status, note, _now()),
+            )
+
+    def settled_keys(self, account: str) -> set[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT message_key FROM messages WHERE account=? AND status IN ('processed','failed','skipped')",
+                (account,),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    @contextmanager
+    def account_lock(self, account: str) -> Iterator[None]:
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self._lock_dir / f"{account}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AccountBusy(
+                    f"account {account!r}: another run is working on it (lock {self._lock_dir / account}.lock); skipped"
+                ) from None
+            yield
+        finally:
+            os.close(handle)  # closing releases the flock; a killed process releases it too
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
