@@ -20,12 +20,26 @@ if [[ ! -x "$VENV/bin/checkov" ]] || [[ "$("$VENV/bin/checkov" --version 2>/dev/
 fi
 
 cd "$ROOT"
+report="$(mktemp)"
+trap 'rm -f "$report"' EXIT
 # BC_SKIP_MAPPING: do not fetch Bridgecrew's policy mapping; --skip-download: no policy download either.
 # checkov exits 1 when any check fails (soft-fail is never set here).
+status=0
 BC_SKIP_MAPPING=TRUE "$VENV/bin/checkov" \
     -d infra \
     --framework bicep \
     --skip-download \
     --quiet \
     --compact \
-    "$@"
+    "$@" | tee "$report" || status=$?
+
+# checkov reports a file it cannot parse but still exits 0; an unparsed file is an unchecked file.
+if grep -q "Parsing errors:" "$report"; then
+    echo "infra-checks: checkov could not parse a Bicep file (run checkov without --quiet to see which)" >&2
+    status=1
+fi
+if ! grep -q "Passed checks:" "$report"; then
+    echo "infra-checks: checkov printed no result summary" >&2
+    status=1
+fi
+exit "$status"

@@ -44,8 +44,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   properties: {
     //checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches its storage over the public endpoint; every request needs an Entra ID token (shared keys are off) and an RBAC role. docs/DEPLOY.md "Network hardening" describes VNet integration with private endpoints.
     //checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: public network access is needed by the Function App without VNet integration; authorization is Entra ID only.
-    //checkov:skip=CKV_AZURE_206: Replication is the parameter skuName, Standard_GRS by default; checkov cannot read the parameter's value. Regions without a paired region need Standard_ZRS or Standard_LRS.
-    //checkov:skip=CKV2_AZURE_1: Encryption with customer-managed keys is not required for mail attachments in transit to DOC²; Microsoft-managed keys encrypt the account at rest.
     accessTier: 'Hot'
     allowSharedKeyAccess: false
     allowBlobPublicAccess: false

@@ -40,7 +40,7 @@ def _name(common_name: str) -> x509.Name:
 
 def make_test_ca(directory: Path, common_name: str = "doc2-mail-ingest test CA") -> TestCA:
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca_cert = (

@@ -12,6 +12,12 @@ Everything lives in a work directory of its own: configuration, ``base_dir``, ``
 
 Dovecot treats 127.0.0.1 as secure: plain LOGIN works there without STARTTLS, even though STARTTLS / STLS are
 advertised on the plain ports.
+
+Failed logins are answered at once: ``auth_failure_delay = 0`` and the anvil penalty socket moved away are not
+enough (Dovecot still flushes failures on a 0.5 s timer); a first passdb keyed by the client IP adds ``nodelay``
+for 127.0.0.1 and passes on with ``continue-fail``, so only the real passdb decides. Keep that order when adding
+passdbs. Users live in one passwd-file each (``passwd.d/<user>``): Dovecot re-checks a known file at most once a
+second but opens a new user's file at its first login.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -42,6 +49,14 @@ _SSL_PORTS = frozenset({"imaps", "pop3s"})
 _STARTUP_TIMEOUT = 5.0
 _STOP_TIMEOUT = 5.0
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class MailUser:
+    """A Dovecot user of one test (see the ``mail_user`` fixture)."""
+
+    name: str
+    password: str
 
 
 class DovecotError(RuntimeError):
@@ -141,28 +156,41 @@ class Dovecot:
             if self.running:
                 return
             begin = time.monotonic()
-            if not self._ports:
-                self._ports = {name: _free_port() for name in PORT_NAMES}
-            self._prepare_directories()
-            shutil.rmtree(self.passwd_dir, ignore_errors=True)
-            for name in self._users:
-                self._write_passwd(name)
-            self.config_path.write_text(self._config_text())
-            command = [binary, "-F", "-c", str(self.config_path)]
-            setpriv = shutil.which("setpriv")
-            if setpriv and threading.current_thread() is threading.main_thread():
-                # Dovecot dies with the test process even when that is killed without clean-up.
-                command = [setpriv, "--pdeathsig", "TERM", *command]
-            with open(self._stderr_path, "wb") as stderr:
-                self._process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
-                )
-            try:
-                self._wait_until_ready()
-            except BaseException:
-                self._terminate()
-                raise
+            if self._ports:
+                self._start_once(binary)  # a restart keeps its ports: clients and configs of the test know them
+            else:
+                for attempt in range(3):  # a freshly chosen port may be taken by someone else before Dovecot binds it
+                    self._ports = {name: _free_port() for name in PORT_NAMES}
+                    try:
+                        self._start_once(binary)
+                        break
+                    except DovecotError as error:
+                        if attempt == 2 or "Address already in use" not in str(error):
+                            self._ports = {}
+                            raise
             self.last_start_seconds = time.monotonic() - begin
+
+    def _start_once(self, binary: str) -> None:
+        self._prepare_directories()
+        shutil.rmtree(self.passwd_dir, ignore_errors=True)
+        for name in self._users:
+            self._write_passwd(name)
+        (self.work_dir / "nodelay-ips").write_text(f"{HOST}:::::::nopassword nodelay=yes\n")
+        self.config_path.write_text(self._config_text())
+        command = [binary, "-F", "-c", str(self.config_path)]
+        setpriv = shutil.which("setpriv")
+        if setpriv and threading.current_thread() is threading.main_thread():
+            # Dovecot dies with the test process even when that is killed without clean-up.
+            command = [setpriv, "--pdeathsig", "TERM", *command]
+        with open(self._stderr_path, "wb") as stderr:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self._terminate(wait_ports=False)
+            raise
 
     def stop(self) -> None:
         """Stop Dovecot; the maildirs and the users stay."""
@@ -263,9 +291,7 @@ class Dovecot:
         if folder.upper() != "INBOX" and not client.folder_exists(folder):
             client.create_folder(folder)
 
-    def append(
-        self, user: str, password: str, folder: str, raw: bytes, flags: Sequence[str | bytes] = ()
-    ) -> int:
+    def append(self, user: str, password: str, folder: str, raw: bytes, flags: Sequence[str | bytes] = ()) -> int:
         """APPEND one message (creating the folder if missing); returns its UID from APPENDUID."""
         with self.connect(user, password) as client:
             self._ensure_folder(client, folder)
@@ -303,7 +329,7 @@ class Dovecot:
         return sorted((int(uid), bytes(data[b"BODY[]"])) for uid, data in fetched.items())
 
     def folder_flags(self, user: str, password: str, folder: str) -> dict[int, frozenset[str]]:
-        """Stored flags of every message in the folder by UID, as text (``"\\\\Seen"``); the session flag \\Recent is left out."""
+        """Stored flags of every message by UID, as text (``"\\\\Seen"``); the session flag \\Recent is left out."""
         with self.connect(user, password) as client:
             client.select_folder(folder, readonly=True)
             uids = client.search("ALL")
@@ -367,6 +393,15 @@ auth_mechanisms = plain login
 auth_failure_delay = 0
 auth_cache_size = 0
 
+# Failed logins are answered at once: a first passdb keyed by the client IP sets "nodelay" for 127.0.0.1 and
+# passes on without deciding anything (continue-fail); auth_failure_delay = 0 alone still leaves 0.5 s per failure.
+passdb {{
+  driver = passwd-file
+  args = username_format=%{{rip}} {self.work_dir}/nodelay-ips
+  result_success = continue-fail
+  result_failure = continue-fail
+  result_internalfail = continue-fail
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_dir}/%u
@@ -445,7 +480,7 @@ service anvil {{
                 )
             time.sleep(0.02)
 
-    def _terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+    def _terminate(self, sig: signal.Signals = signal.SIGTERM, *, wait_ports: bool = True) -> None:
         process, self._process = self._process, None
         if process is None:
             return
@@ -462,7 +497,8 @@ service anvil {{
                 process.wait(timeout=_STOP_TIMEOUT)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        self._wait_ports_free()
+        if wait_ports:
+            self._wait_ports_free()
 
     def _wait_ports_free(self) -> None:
         deadline = time.monotonic() + _STOP_TIMEOUT

@@ -1,0 +1,241 @@
+"""IMAP mailboxes into DOC², end to end: a real Dovecot, the local DOC² server, the real pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from ingest.state.sqlite import SqliteStateStore
+
+from .mail import invoice_mail, pdf_bytes
+from .support.doc2_server import Refuse, Respond
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_every_attachment_uploaded_once_and_mail_moved(scenario, security):
+    raws = [invoice_mail(n) for n in range(3)]
+    scenario.append_many(raws)
+    scenario.write_config(scenario.imap_account(security=security, doc2_source="email:Invoices"))
+
+    report = scenario.run()
+
+    account = report.accounts[0]
+    assert account.outcome == "ok", account.error
+    assert (account.messages_seen, account.messages_imported, account.documents_uploaded) == (3, 3, 3)
+    uploads = scenario.doc2.uploads
+    assert sorted(u.filename for u in uploads) == [f"invoice-{n}.pdf" for n in range(3)]
+    for upload in uploads:
+        assert upload.content_type == "application/pdf"
+        assert upload.content == pdf_bytes(f"Invoice {upload.filename[8]}")
+        assert upload.source == "email:Invoices"
+        assert upload.metadata["mailbox"] == "mail"
+        assert upload.metadata["email_from"] == "billing@supplier.example"
+        assert upload.metadata["email_subject"] == f"Invoice {upload.filename[8]}"
+        assert upload.metadata["email_message_id"].endswith("@supplier.example")
+        assert "T" in upload.metadata["email_received"]
+        uuid.UUID(upload.metadata["custom_doc_id"])
+    assert scenario.messages("INBOX") == []
+    assert sorted(scenario.messages("Processed")) == sorted(raws)
+
+    again = scenario.run()
+    assert again.accounts[0].messages_seen == 0
+    assert len(scenario.doc2.uploads) == 3
+
+
+def test_fetching_does_not_mark_mail_seen(scenario):
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account(processed_folder="Done"))
+    scenario.run(dry_run=True)
+    flags = scenario.dovecot.folder_flags(scenario.user, scenario.password, "INBOX")
+    assert flags and all("\\Seen" not in f for f in flags.values())
+
+
+def test_custom_doc_id_is_stable_for_the_same_document(scenario):
+    raw = invoice_mail(7)
+    scenario.append(raw)
+    scenario.write_config(scenario.imap_account())
+    scenario.run()
+    first = scenario.doc2.uploads[0].custom_doc_id
+    # The same mail arriving again (e.g. moved back by hand) maps to the same custom_doc_id: nothing re-uploaded.
+    scenario.append(raw)
+    report = scenario.run()
+    assert report.accounts[0].documents_already_in_doc2 == 1
+    assert [u.custom_doc_id for u in scenario.doc2.uploads] == [first]
+    assert scenario.messages("INBOX") == []
+
+
+def test_wrong_password_is_a_clear_account_error_and_moves_nothing(scenario):
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account())
+    scenario.extra_env["MAIL_PASSWORD"] = "not-the-password"
+
+    result = scenario.cli("import")
+
+    assert result.returncode == 1
+    assert "login refused" in result.stdout and scenario.user in result.stdout
+    assert "mail-password" in result.stdout  # names the secret to fix...
+    assert "not-the-password" not in result.stdout + result.stderr  # ...never its value
+    assert scenario.doc2.uploads == []
+    assert len(scenario.messages("INBOX")) == 1
+
+
+def test_rejected_doc2_key_stops_the_account_and_moves_nothing(scenario):
+    scenario.append_many([invoice_mail(1), invoice_mail(2)])
+    scenario.write_config(scenario.imap_account())
+    scenario.extra_env["DOC2_API_KEY"] = "revoked-key"
+
+    report = scenario.run()
+
+    account = report.accounts[0]
+    assert account.outcome == "account_failed"
+    assert "rejected the API key (HTTP 401)" in account.error
+    assert "revoked-key" not in account.error
+    assert len(scenario.messages("INBOX")) == 2
+    assert scenario.doc2.uploads == []
+    assert scenario.doc2.requests_total == 1  # stopped at the first refusal, did not try every message
+
+
+def test_doc2_server_errors_are_retried_and_upload_once(scenario):
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account())
+    scenario.doc2.plan(Respond(500), Respond(503), Respond(429, headers={"Retry-After": "0"}))
+
+    report = scenario.run()
+
+    assert report.accounts[0].documents_uploaded == 1
+    assert len(scenario.doc2.uploads) == 1
+    assert scenario.doc2.requests_total == 4
+    assert len(scenario.messages("Processed")) == 1
+
+
+def test_doc2_down_for_good_keeps_mail_then_moves_it_to_failed_after_three_attempts(scenario):
+    scenario.append_many([invoice_mail(1), invoice_mail(2)])
+    scenario.write_config(scenario.imap_account())
+    scenario.doc2.always(Refuse(503))
+
+    for attempt in (1, 2):
+        report = scenario.run()
+        account = report.accounts[0]
+        assert account.outcome == "partial"
+        assert "still failing" in account.error
+        assert account.messages_failed == 1 and account.messages_deferred == 1  # stops instead of hammering
+        assert len(scenario.messages("INBOX")) == 2, f"after attempt {attempt}"
+        assert account.problems[0].error.startswith(f"attempt {attempt}/3")
+
+    report = scenario.run()
+    assert report.accounts[0].messages_moved_to_failed == 1
+    assert len(scenario.messages("Failed")) == 1
+    assert len(scenario.messages("INBOX")) == 1
+
+    scenario.doc2.clear_faults()
+    report = scenario.run()
+    assert report.accounts[0].documents_uploaded == 1
+    assert scenario.messages("INBOX") == []
+
+
+def test_failure_between_upload_and_move_uploads_nothing_twice(scenario):
+    """The move fails for real (the server refuses the processed folder's name); a re-run with it fixed
+    moves the mail without a second upload."""
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account(processed_folder="~Processed"))
+    first = scenario.run()
+    assert first.accounts[0].outcome == "account_failed", first.accounts[0]
+    assert len(scenario.doc2.uploads) == 1
+    assert len(scenario.messages("INBOX")) == 1
+
+    scenario.write_config(scenario.imap_account())
+    second = scenario.run()
+    assert second.accounts[0].documents_already_in_doc2 == 1
+    assert len(scenario.doc2.uploads) == 1
+    assert len(scenario.messages("Processed")) == 1
+
+
+def test_connection_reset_after_doc2_stored_the_upload_repeats_the_same_custom_doc_id(scenario):
+    from .support.doc2_server import ResetAfterStore
+
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account())
+    scenario.doc2.plan(ResetAfterStore())
+    scenario.run()
+    ids = [u.custom_doc_id for u in scenario.doc2.uploads]
+    assert len(ids) == 2 and len(set(ids)) == 1  # DOC² can recognise the retry
+    assert len(scenario.messages("Processed")) == 1
+
+
+def test_non_ascii_folders(scenario):
+    scenario.append(invoice_mail(1), folder="Eingang/Lieferanten-Ü")
+    scenario.write_config(
+        scenario.imap_account(
+            folder="Eingang/Lieferanten-Ü", processed_folder="Erledigt/Größe", failed_folder="Fehler/Übel"
+        )
+    )
+    report = scenario.run()
+    assert report.accounts[0].documents_uploaded == 1
+    assert "Erledigt/Größe" in scenario.folders()
+    assert len(scenario.messages("Erledigt/Größe")) == 1
+    assert scenario.messages("Eingang/Lieferanten-Ü") == []
+
+
+def test_dry_run_lists_and_changes_nothing(scenario):
+    scenario.append_many([invoice_mail(1), invoice_mail(2)])
+    scenario.write_config(scenario.imap_account())
+
+    result = scenario.cli("import", "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    assert "would upload invoice-1.pdf" in result.stdout and "would upload invoice-2.pdf" in result.stdout
+    assert scenario.doc2.requests_total == 0
+    assert len(scenario.messages("INBOX")) == 2
+    assert "Processed" not in scenario.folders()
+    assert scenario.run().accounts[0].documents_uploaded == 2  # the dry run recorded nothing
+
+
+def test_json_report_on_stdout(scenario):
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account())
+    status, report = scenario.cli_json()
+    assert status == 0
+    assert report["totals"]["documents_uploaded"] == 1
+    assert report["accounts"][0]["account"] == "mail"
+    assert report["accounts"][0]["outcome"] == "ok"
+
+
+def test_a_second_run_on_the_same_account_skips_and_says_so(scenario):
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account())
+    store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+    with store.account_lock("mail"):
+        result = scenario.cli("import")
+    store.close()
+    assert result.returncode == 0
+    assert "another run is working on it" in result.stdout
+    assert scenario.doc2.uploads == []
+    assert scenario.cli("import").returncode == 0
+    assert len(scenario.doc2.uploads) == 1
+
+
+def test_one_broken_account_does_not_stop_the_others(scenario):
+    scenario.append(invoice_mail(1))
+    scenario.write_config(
+        scenario.imap_account(name="broken", password_secret="other-password"),
+        scenario.imap_account(name="good"),
+    )
+    report = scenario.run()
+    outcomes = {a.account: (a.outcome, a.error) for a in report.accounts}
+    assert outcomes["broken"][0] == "account_failed"
+    assert "OTHER_PASSWORD" in outcomes["broken"][1]
+    assert outcomes["good"] == ("ok", None)
+    assert len(scenario.doc2.uploads) == 1
+
+
+def test_large_mailbox_is_listed_and_fetched_in_chunks(scenario):
+    raws = [invoice_mail(n) for n in range(60)]
+    scenario.append_many(raws)
+    scenario.write_config(scenario.imap_account())
+    report = scenario.run()
+    assert report.accounts[0].documents_uploaded == 60
+    digests = {hashlib.sha256(u.content).hexdigest() for u in scenario.doc2.uploads}
+    assert len(digests) == 60
+    assert len(scenario.messages("Processed")) == 60
