@@ -287,7 +287,7 @@ def aadsts_error(result: dict[str, Any], context: dict[str, str]) -> IngestError
     description = _first_line(result.get("error_description") or error)
     label = f"AADSTS{code}" if code else error
     where = f"account {context['name']!r}"
-    if error in ("temporarily_unavailable", "server_error") or (code and str(code).startswith("9002")) and False:
+    if error in ("temporarily_unavailable", "server_error"):
         return ConnectionLost(f"{where}: Entra ID is temporarily unavailable ({label}): {description}")
     advice = _advice(code, error, context)
     if advice is None:
@@ -432,16 +432,17 @@ class TokenSource:
     def _request(self, force: bool) -> dict[str, Any] | None:
         app = self._app
         if isinstance(app, msal.ConfidentialClientApplication) and self._password is None:
-            return app.acquire_token_for_client(self._scopes)
+            return app.acquire_token_for_client(self._scopes)  # app-only; a rejected token was dropped already
         account = self._signed_in_account()
         if account is not None:
             result = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force)
             if result and "access_token" in result:
                 return result
-            if self._password is None or (result and result.get("error") not in (None, "invalid_grant")):
+            if self._password is None:
                 return result or self._not_signed_in()
-        if self._password is None:
+        elif self._password is None:
             return self._not_signed_in()
+        # auth: password, no usable refresh token (first call, or it expired): sign in with the password again
         return app.acquire_token_by_username_password(self._context["username"], self._password(), self._scopes)
 
     def _signed_in_account(self) -> dict[str, Any] | None:

@@ -1,0 +1,279 @@
+"""The Microsoft Graph client of one mailbox: msgraph-sdk over an httpx client of ours, usable from plain code.
+
+msgraph-sdk is asynchronous and the rest of the product is not, so a :class:`GraphSession` owns an event loop in a
+background thread and :meth:`GraphSession.run` waits for a coroutine on it. Every request, the SDK's and our own
+attachment downloads alike, passes :class:`RequestGuard`:
+
+* at most :data:`MAX_CONCURRENT_REQUESTS` in flight per mailbox (Exchange allows an app 4 per mailbox); a slot is
+  held until the response body has been read or closed;
+* ``Prefer: IdType="ImmutableId"`` on every request, so message ids survive moves;
+* 429, 503 and 504 are retried after ``Retry-After`` (or a back-off), broken connections and time-outs too, as
+  the shared :mod:`ingest.retry` policy says; a wait that would end after the run's deadline is not started;
+* a 401 renews the token once (expired early, revoked) and sends the request again.
+
+The request adapter is msgraph's own, handed our httpx client (test-CA aware, ``trust_env = False``, connect and
+read time-outs) and a bearer-token provider backed by :class:`ingest.graph.auth.TokenSource`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.authentication import (
+    AccessTokenProvider,
+    AllowedHostsValidator,
+    BaseBearerTokenAuthenticationProvider,
+)
+from kiota_http.middleware import ParametersNameDecodingHandler, RedirectHandler, UserAgentHandler
+from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
+from msgraph_core import GraphClientFactory
+from msgraph_core.middleware import GraphTelemetryHandler
+
+from ..retry import default_policy, parse_retry_after
+from ..tls import client_context
+from .auth import TokenSource
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_REQUESTS = 4
+CONNECT_TIMEOUT_SECONDS = 15.0
+READ_TIMEOUT_SECONDS = 120.0
+RETRY_STATUSES = frozenset({429, 503, 504})
+IMMUTABLE_ID = 'IdType="ImmutableId"'
+DOWNLOAD_CHUNK = 256 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass
+class GraphFailure(Exception):
+    """A Graph answer with an error status, from a request made outside the SDK (downloads)."""
+
+    status: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+def failure_of(err: BaseException) -> GraphFailure | None:
+    """Status, Graph error code and message of an SDK or download error; None for anything else."""
+    if isinstance(err, GraphFailure):
+        return err
+    if isinstance(err, APIError):
+        main = getattr(err, "error", None)
+        code = str(getattr(main, "code", None) or "")
+        message = str(getattr(main, "message", None) or err.message or "")
+        return GraphFailure(int(err.response_status_code or 0), code, message)
+    return None
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives back its concurrency slot when it is closed."""
+
+    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._release()
+
+
+class RequestGuard(BaseMiddleware):
+    """Concurrency limit, immutable ids, retries and token renewal for every Graph request of one mailbox."""
+
+    def __init__(self, tokens: TokenSource, *, deadline: float | None, where: str) -> None:
+        super().__init__()
+        self._tokens = tokens
+        self._deadline = deadline
+        self._where = where
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+
+    async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+        prefer = request.headers.get("Prefer")
+        if not prefer:
+            request.headers["Prefer"] = IMMUTABLE_ID
+        elif "idtype" not in prefer.lower():
+            request.headers["Prefer"] = f"{prefer}, {IMMUTABLE_ID}"
+        policy = default_policy()
+        renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._send_once(request, transport)
+            except httpx.TransportError as err:
+                if attempt >= policy.attempts or not await self._wait(policy.delay(attempt), request, str(err)):
+                    raise
+                continue
+            if response.status_code == 401 and not renewed and request.headers.get("Authorization"):
+                renewed = True
+                await response.aclose()
+                rejected = request.headers["Authorization"].removeprefix("Bearer ").strip()
+                log.info("%s: Graph refused the access token (expired?); renewing it", self._where)
+                fresh = await asyncio.to_thread(self._tokens.renew, rejected)
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < policy.attempts:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                reason = f"{response.status_code} from Graph"
+                if await self._wait(policy.delay(attempt, retry_after), request, reason):
+                    await response.aclose()
+                    continue
+            return response
+
+    async def _send_once(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+        await self._slots.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slots.release()
+
+        try:
+            response = await super().send(request, transport)
+        except BaseException:
+            release()
+            raise
+        response.stream = _ReleasingStream(response.stream, release)
+        return response
+
+    async def _wait(self, delay: float, request: httpx.Request, reason: str) -> bool:
+        """Sleeps before a retry; False (no retry) when the wait would end after the run's deadline."""
+        if self._deadline is not None and time.monotonic() + delay > self._deadline:
+            log.warning("%s: %s; a retry in %.0fs would overrun this run's time budget", self._where, reason, delay)
+            return False
+        log.info("%s: %s on %s %s; retrying in %.1fs", self._where, reason, request.method, request.url.path, delay)
+        request.headers["Retry-Attempt"] = str(int(request.headers.get("Retry-Attempt", "0")) + 1)
+        await asyncio.sleep(delay)
+        return True
+
+
+class _TokenProvider(AccessTokenProvider):
+    def __init__(self, tokens: TokenSource, host: str) -> None:
+        self._tokens = tokens
+        self._hosts = AllowedHostsValidator([host])  # a list: kiota rejects other iterables
+
+    async def get_authorization_token(self, uri: str, additional_authentication_context: Any = None) -> str:
+        if not self._hosts.is_url_host_valid(uri):
+            return ""
+        return await asyncio.to_thread(self._tokens.token)
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return self._hosts
+
+
+class GraphSession:
+    """One mailbox's GraphServiceClient with its event loop; :meth:`close` never raises."""
+
+    def __init__(
+        self, graph_endpoint: str, tokens: TokenSource, *, ca_file: str | None, deadline: float | None, where: str
+    ) -> None:
+        from msgraph import GraphServiceClient  # lazy: importing msgraph takes seconds
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+
+        self.base_url = graph_endpoint.rstrip("/") + "/v1.0"
+        self.tokens = tokens
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"graph {where}", daemon=True)
+        self._thread.start()
+        http = httpx.AsyncClient(
+            base_url=self.base_url,
+            verify=client_context(ca_file),
+            timeout=httpx.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            limits=httpx.Limits(max_connections=MAX_CONCURRENT_REQUESTS * 2, max_keepalive_connections=MAX_CONCURRENT_REQUESTS),
+            trust_env=False,
+        )
+        middleware: list[BaseMiddleware] = [
+            RequestGuard(tokens, deadline=deadline, where=where),
+            RedirectHandler(),
+            ParametersNameDecodingHandler(),
+            UserAgentHandler(),
+            GraphTelemetryHandler(),
+        ]
+        self.http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
+        host = urlsplit(self.base_url).hostname or ""
+        adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(_TokenProvider(tokens, host)), client=self.http)
+        adapter.base_url = self.base_url
+        self.client = GraphServiceClient(request_adapter=adapter)
+
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``make()`` on the session's loop and waits for its result (or exception)."""
+
+        async def call() -> T:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+    def download(self, path: str, *, limit: int | None = None) -> bytes:
+        """GET ``base_url + path`` (``/$value`` of a message or attachment), streamed in chunks.
+
+        With ``limit``, reading stops once more than ``limit`` bytes arrived: the caller sees a too-large body
+        without it ever being held whole.
+        """
+        return self.run(lambda: self._download(path, limit))
+
+    async def _download(self, path: str, limit: int | None) -> bytes:
+        token = await asyncio.to_thread(self.tokens.token)
+        request = self.http.build_request(
+            "GET",
+            self.base_url + path,
+            headers={"Authorization": f"Bearer {token}"},
+            # Without request options msgraph's transport skips the whole middleware pipeline.
+            extensions={REQUEST_OPTIONS_KEY: {}},
+        )
+        response = await self.http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _failure_from_response(response)
+            expected = int(response.headers.get("Content-Length") or 0)
+            body = bytearray()
+            async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
+                body += chunk
+                if limit is not None and len(body) > limit:
+                    break
+            if limit is None and expected and len(body) != expected:
+                raise httpx.RemoteProtocolError(f"body ended after {len(body)} of {expected} bytes")
+            return bytes(body)
+        finally:
+            await response.aclose()
+
+    def close(self) -> None:
+        try:
+            self.run(self.http.aclose)
+        except Exception as err:  # noqa: BLE001 - closing must not hide the error that ended the session
+            log.debug("closing the Graph client failed: %s", err)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def _failure_from_response(response: httpx.Response) -> GraphFailure:
+    code, message = "", response.reason_phrase
+    try:
+        error = response.json().get("error") or {}
+        code, message = str(error.get("code") or ""), str(error.get("message") or message)
+    except ValueError:
+        pass
+    return GraphFailure(response.status_code, code, message)
