@@ -191,7 +191,9 @@ def winmail_dat_message(*, long_names: bool = True) -> bytes:
     """Outlook's rich-text mail: the attachments travel inside winmail.dat (application/ms-tnef)."""
     message = _message("Rechnung März", "winmail@supplier.example")
     message.set_content("Siehe Anhang.\n")
-    tnef = make_tnef([("Rechnung März.pdf", make_pdf("Rechnung Maerz")), ("invoice.xml", XML_INVOICE)], long_names=long_names)
+    tnef = make_tnef(
+        [("Rechnung März.pdf", make_pdf("Rechnung Maerz")), ("invoice.xml", XML_INVOICE)], long_names=long_names
+    )
     message.add_attachment(tnef, "application", "ms-tnef", filename="winmail.dat")
     return _to_bytes(message)
 
@@ -260,57 +262,75 @@ def _pdf_part(headers: bytes, pdf: bytes | None = None) -> bytes:
 def rfc2231_filename() -> bytes:
     """``filename*=utf-8''Rechnung%20M%C3%A4rz.pdf`` (Thunderbird, Gmail)."""
     return _raw(
-        "Rechnung", "rfc2231",
-        [_TEXT_PART, _pdf_part(
-            b"Content-Type: application/pdf\r\n"
-            b"Content-Disposition: attachment; filename*=utf-8''Rechnung%20M%C3%A4rz.pdf\r\n"
-        )],
+        "Rechnung",
+        "rfc2231",
+        [
+            _TEXT_PART,
+            _pdf_part(
+                b"Content-Type: application/pdf\r\n"
+                b"Content-Disposition: attachment; filename*=utf-8''Rechnung%20M%C3%A4rz.pdf\r\n"
+            ),
+        ],
     )
 
 
 def rfc2231_continued_filename() -> bytes:
     """A long name split over ``filename*0*=`` / ``filename*1*=`` sections."""
     return _raw(
-        "Rechnung", "rfc2231-continued",
-        [_TEXT_PART, _pdf_part(
-            b"Content-Type: application/pdf\r\n"
-            b"Content-Disposition: attachment;\r\n"
-            b" filename*0*=utf-8''Rechnung%20M%C3%A4rz%202025%20;\r\n"
-            b" filename*1*=Kundennummer%2012345;\r\n"
-            b" filename*2=.pdf\r\n"
-        )],
+        "Rechnung",
+        "rfc2231-continued",
+        [
+            _TEXT_PART,
+            _pdf_part(
+                b"Content-Type: application/pdf\r\n"
+                b"Content-Disposition: attachment;\r\n"
+                b" filename*0*=utf-8''Rechnung%20M%C3%A4rz%202025%20;\r\n"
+                b" filename*1*=Kundennummer%2012345;\r\n"
+                b" filename*2=.pdf\r\n"
+            ),
+        ],
     )
 
 
 def rfc2047_filename() -> bytes:
     """``name="=?iso-8859-1?Q?Rechnung_M=E4rz.pdf?="`` (Outlook, many ERP systems): not allowed, but common."""
     return _raw(
-        "=?iso-8859-1?Q?Rechnung_M=E4rz?=", "rfc2047",
-        [_TEXT_PART, _pdf_part(
-            b'Content-Type: application/pdf; name="=?iso-8859-1?Q?Rechnung_M=E4rz.pdf?="\r\n'
-            b'Content-Disposition: attachment; filename="=?iso-8859-1?Q?Rechnung_M=E4rz.pdf?="\r\n'
-        )],
+        "=?iso-8859-1?Q?Rechnung_M=E4rz?=",
+        "rfc2047",
+        [
+            _TEXT_PART,
+            _pdf_part(
+                b'Content-Type: application/pdf; name="=?iso-8859-1?Q?Rechnung_M=E4rz.pdf?="\r\n'
+                b'Content-Disposition: attachment; filename="=?iso-8859-1?Q?Rechnung_M=E4rz.pdf?="\r\n'
+            ),
+        ],
     )
 
 
 def path_traversal_filename() -> bytes:
     return _raw(
-        "Rechnung", "traversal",
-        [_TEXT_PART, _pdf_part(
-            b"Content-Type: application/pdf\r\n"
-            b'Content-Disposition: attachment; filename="../../etc/passwd"\r\n'
-        )],
+        "Rechnung",
+        "traversal",
+        [
+            _TEXT_PART,
+            _pdf_part(
+                b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="../../etc/passwd"\r\n'
+            ),
+        ],
     )
 
 
 def latin1_raw_filename() -> bytes:
     """An old mailer that puts the name in raw Latin-1 bytes, no encoding at all."""
     return _raw(
-        "Rechnung M\xe4rz", "latin1",
-        [_TEXT_PART, _pdf_part(
-            b"Content-Type: application/pdf\r\n"
-            b'Content-Disposition: attachment; filename="Rechnung M\xe4rz.pdf"\r\n'
-        )],
+        "Rechnung M\xe4rz",
+        "latin1",
+        [
+            _TEXT_PART,
+            _pdf_part(
+                b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="Rechnung M\xe4rz.pdf"\r\n'
+            ),
+        ],
     ).replace(b"Rechnung M\xc3\xa4rz\r\n", b"Rechnung M\xe4rz\r\n")
 
 
@@ -333,8 +353,12 @@ def broken_boundary() -> bytes:
     return (
         head
         + b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
-        + b"--outer\r\n" + _TEXT_PART + b"\r\n"
-        + b"--outer\r\n" + good + b"\r\n"
+        + b"--outer\r\n"
+        + _TEXT_PART
+        + b"\r\n"
+        + b"--outer\r\n"
+        + good
+        + b"\r\n"
         + b'--outer\r\nContent-Type: multipart/alternative; boundary="never-closed"\r\n\r\n'
         + b"--wrong\r\nContent-Type: text/plain\r\n\r\nlost\r\n"
     )
@@ -351,7 +375,8 @@ def lying_charsets() -> bytes:
         b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
         b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\xfc\xdfe\r\n"
         b'--b1\r\nContent-Type: application/pdf; name="r.pdf"; charset=bogus\r\n'
-        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(make_pdf("r")).replace(b"\n", b"\r\n")
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(make_pdf("r")).replace(b"\n", b"\r\n")
         + b"\r\n--b1--\r\n"
     )
 

@@ -242,7 +242,10 @@ def test_nesting_beyond_the_limit_keeps_the_eml_with_a_note() -> None:
 
 def test_sample_tnef_is_readable_by_tnefparse() -> None:
     tnef = TNEF(samples.make_tnef([("a b.pdf", b"%PDF-1.4 a"), ("c.xml", b"<?xml c")]))
-    assert [(a.long_filename(), a.data) for a in tnef.attachments] == [("a b.pdf", b"%PDF-1.4 a"), ("c.xml", b"<?xml c")]
+    assert [(a.long_filename(), a.data) for a in tnef.attachments] == [
+        ("a b.pdf", b"%PDF-1.4 a"),
+        ("c.xml", b"<?xml c"),
+    ]
 
 
 def test_winmail_dat_is_unpacked_into_its_files() -> None:
@@ -272,7 +275,9 @@ def test_corrupt_winmail_dat_is_kept_as_it_came_with_a_note() -> None:
     assert note.reason.startswith("TNEF could not be unpacked: ")
 
 
-def _message_with_tnef(tnef: bytes, *, filename: str = "winmail.dat", content_type: str = "application/ms-tnef") -> bytes:
+def _message_with_tnef(
+    tnef: bytes, *, filename: str = "winmail.dat", content_type: str = "application/ms-tnef"
+) -> bytes:
     return (
         b"From: a@example.com\r\nSubject: t\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
         b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n"
@@ -344,7 +349,7 @@ def _one_attachment(disposition: bytes, content_type: bytes = b"application/pdf"
 @pytest.mark.parametrize(
     ("disposition", "content_type", "expected"),
     [
-        (b"attachment; filename=\"Rechnung M\xc3\xa4rz.pdf\"", b"application/pdf", "Rechnung März.pdf"),
+        (b'attachment; filename="Rechnung M\xc3\xa4rz.pdf"', b"application/pdf", "Rechnung März.pdf"),
         (b"attachment; filename==?utf-8?B?UmVjaG51bmcgTcOkcnoucGRm?=", b"application/pdf", "Rechnung März.pdf"),
         (b"attachment; filename*=iso-8859-1'de'Rechnung%20M%E4rz.pdf", b"application/pdf", "Rechnung März.pdf"),
         (b"attachment; filename*=bogus''Rechnung%20M%E4rz.pdf", b"application/pdf", "Rechnung März.pdf"),
@@ -452,7 +457,9 @@ def test_size_filter_applies_after_loading_when_the_size_is_unknown() -> None:
         calls.append(1)
         return b"%PDF-1.4" + b"x" * 2000
 
-    extraction = select_documents([Candidate("big.pdf", "application/pdf", "1", load)], account(max_attachment_mb=0.001))
+    extraction = select_documents(
+        [Candidate("big.pdf", "application/pdf", "1", load)], account(max_attachment_mb=0.001)
+    )
     assert calls == [1]
     assert skipped(extraction) == {"big.pdf": "filtered: larger than 0.001 MB"}
 
@@ -628,7 +635,9 @@ def test_property_mutated_messages_never_raise(raw: bytes, import_: str, include
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 
-def _headers(sender: str = "billing@supplier.example", subject: str = "Rechnung 42", received: datetime | None = NOW) -> MessageHeaders:
+def _headers(
+    sender: str = "billing@supplier.example", subject: str = "Rechnung 42", received: datetime | None = NOW
+) -> MessageHeaders:
     return MessageHeaders(message_id="m@x", sender=sender, subject=subject, received=received)
 
 

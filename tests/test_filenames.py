@@ -170,7 +170,8 @@ def test_extension_for_common_types() -> None:
 
 # --- properties ----------------------------------------------------------------------------------------------
 
-_TRICKY = list("/\\\x00\x01\x1f\x7f\x85\u202a\u202e\u2066\u2069\u200f\ufeff .:*?\"<>|\udce4\u0301\u0958") + [
+_TRICKY = [
+    *'/\\\x00\x01\x1f\x7f\x85\u202a\u202e\u2066\u2069\u200f\ufeff .:*?"<>|\udce4\u0301\u0958',
     "..",
     "CON",
     "lpt1",

@@ -27,4 +27,3 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 output id string = plan.id
 output name string = plan.name
-var x = map([1], s => s)
