@@ -17,7 +17,6 @@ import email.errors
 import email.policy
 import email.utils
 import hashlib
-import io
 import logging
 import quopri
 import re
@@ -25,7 +24,6 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesParser
 from fnmatch import fnmatchcase
@@ -55,7 +53,7 @@ _FORWARDED_STEM = "forwarded message"
 
 _POLICY = email.policy.default
 # Headers of attached messages are written back as they came, not refolded, so the .eml stays faithful.
-_SERIALISE_POLICY = email.policy.default.clone(refold_source="none")
+_SERIALISE_POLICY = email.policy.default.clone(refold_source="none", linesep="\r\n")
 
 
 class UndecodablePart(DocumentError):
@@ -534,6 +532,8 @@ def _attached_message(part: Message, path: str, context: _MessageContext, walk: 
 
 def _inner_message(part: Message) -> tuple[Message, bytes]:
     inner = part.get_payload(0)
+    if not isinstance(inner, Message):
+        raise UndecodablePart("attached message has no content")
     data = _message_bytes(inner)
     encoding = (_raw_header(part, "content-transfer-encoding") or "").strip().lower()
     # An encoded message/rfc822 is not allowed, but is sent; the parser takes the encoded text for the message.
@@ -550,9 +550,7 @@ def _inner_message(part: Message) -> tuple[Message, bytes]:
 
 
 def _message_bytes(message: Message) -> bytes:
-    buffer = io.BytesIO()
-    BytesGenerator(buffer, mangle_from_=False, policy=_SERIALISE_POLICY).flatten(message, linesep="\r\n")
-    return buffer.getvalue()
+    return message.as_bytes(policy=_SERIALISE_POLICY)
 
 
 def _eml_name(subject: str) -> str | None:

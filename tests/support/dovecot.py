@@ -101,7 +101,8 @@ def _parse_uid_set(text: bytes) -> list[int]:
 class Dovecot:
     """One Dovecot instance listening on 127.0.0.1 on free high ports, with TLS from the test CA."""
 
-    def __init__(self, work_dir: Path, ca: TestCA, *, mail_root: Path | None = None) -> None:
+    def __init__(self, work_dir: Path, ca: TestCA, *, mail_root: Path | None = None, extra_config: str = "") -> None:
+        self.extra_config = extra_config  # appended to the generated configuration (e.g. a reduced imap_capability)
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ca = ca
@@ -453,6 +454,7 @@ service anvil {{
     path = anvil-auth-penalty-disabled
   }}
 }}
+{self.extra_config}
 """
 
     def _wait_until_ready(self) -> None:
