@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import msal
@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from ..errors import AccountError, ConnectionLost, IngestError, SecretError
+from ..errors import AccountError, ConfigError, ConnectionLost, IngestError, SecretError
 
 if TYPE_CHECKING:
     from ..config import GraphAccount, ImapAccount, Pop3Account
@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_SECONDS = 30.0
 DEFAULT_TOKEN_CACHE_DIRECTORY = Path(".ingest-token-cache")
-TOKEN_CACHE_KEY_SECRET = "token-cache-key"
-TOKEN_CACHE_SECRET_PREFIX = "ingest-token-cache-"
+TOKEN_CACHE_KEY_SECRET = "token-cache-key"  # noqa: S105 - the NAME of a secret, not a value
+TOKEN_CACHE_SECRET_PREFIX = "ingest-token-cache-"  # noqa: S105 - a secret NAME prefix
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 DELEGATED_PERMISSION = "Mail.ReadWrite"
 # Audience of the managed identity token that a federated credential accepts, per cloud.
@@ -66,7 +66,7 @@ _TOKEN_EXCHANGE_AUDIENCES = {
     "login.chinacloudapi.cn": "api://AzureADTokenExchangeChina",
     "login.partner.microsoftonline.cn": "api://AzureADTokenExchangeChina",
 }
-TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"  # noqa: S105 - an audience URI
 _SIGN_IN_AGAIN_CODES = frozenset({50173, 700082, 70008, 50132, 70043, 700084, 50133, 54005, 70000, 70020})
 
 
@@ -110,7 +110,7 @@ class EncryptedFileTokenCacheStore:
     """The cache in a local file, encrypted (Fernet: AES-128-CBC + HMAC-SHA256) with a key derived by scrypt
     from a secret passphrase; a random salt per file. Written atomically, readable by the owner only."""
 
-    _SCRYPT = {"length": 32, "n": 2**14, "r": 8, "p": 1}
+    _SCRYPT: ClassVar[dict[str, int]] = {"length": 32, "n": 2**14, "r": 8, "p": 1}
 
     def __init__(self, path: Path, passphrase: str) -> None:
         self.path = path
@@ -173,7 +173,7 @@ def default_token_cache(
     except SecretError as err:
         raise SecretError(
             f"{err}. Without Key Vault, a device_code account keeps its sign-in in an encrypted file under "
-            f"{str(directory)!r}; set this secret to a long random value (python -c \"import secrets; "
+            f'{str(directory)!r}; set this secret to a long random value (python -c "import secrets; '
             'print(secrets.token_urlsafe(32))"), or set KEY_VAULT_URL to keep it in Key Vault'
         ) from err
     return EncryptedFileTokenCacheStore(directory / f"{account_name}.json", passphrase)
@@ -316,9 +316,10 @@ def _call(context: dict[str, str], authority: str, action: Callable[[], Any]) ->
     except requests.RequestException as err:
         raise ConnectionLost(f"{where}: Entra ID at {authority} not reachable: {_first_line(err)}") from err
     except ValueError as err:  # msal: the authority's discovery document could not be read
+        log.debug("%s: msal could not use the authority %s: %s", where, authority, err)
         raise AccountError(
             f"{where}: tenant {context['tenant_id']!r} not found at {authority}: check tenant_id, and "
-            f"AUTHORITY_HOST for a national cloud ({_first_line(err)})"
+            "AUTHORITY_HOST for a national cloud"
         ) from err
 
 
@@ -463,9 +464,15 @@ class TokenSource:
             self._cache.has_state_changed = False
 
 
+def _required(account: GraphAccount | ImapAccount | Pop3Account, field: str) -> str:
+    value = getattr(account, field, None)
+    if not value:  # the accounts file validation makes sure of it; this guards callers that build accounts
+        raise ConfigError(f"account {account.name!r}: field {field!r} is required for this sign-in mode")
+    return str(value)
+
+
 def _client_id(account: GraphAccount | ImapAccount | Pop3Account, secrets: Callable[[str], str]) -> str:
-    assert account.client_id_secret is not None
-    return secrets(account.client_id_secret).strip()
+    return secrets(_required(account, "client_id_secret")).strip()
 
 
 def _app_options(authority_host: str, tenant_id: str, ca_file: str | None) -> dict[str, Any]:
@@ -508,20 +515,19 @@ def graph_token_source(
         return TokenSource(app, scopes, context, authority, cache=cache, cache_store=store)
     credential: Any
     if account.auth == "certificate":
-        assert account.certificate_secret is not None
-        credential = certificate_credential(secrets(account.certificate_secret), context)
+        credential = certificate_credential(secrets(_required(account, "certificate_secret")), context)
     elif account.auth == "federated":
         credential = {"client_assertion": _managed_identity_assertion(account, authority_host, assertion_credential)}
     else:
-        assert account.client_secret_secret is not None
-        credential = secrets(account.client_secret_secret).strip()
+        credential = secrets(_required(account, "client_secret_secret")).strip()
     app = _call(
-        context, authority, lambda: msal.ConfidentialClientApplication(client_id, client_credential=credential, **options)
+        context,
+        authority,
+        lambda: msal.ConfidentialClientApplication(client_id, client_credential=credential, **options),
     )
     password = None
     if account.auth == "password":
-        assert account.password_secret is not None
-        password_secret = account.password_secret
+        password_secret = _required(account, "password_secret")
         secrets(password_secret)  # fail now, with the secret's name, when it is missing
 
         def password() -> str:
@@ -562,11 +568,11 @@ def outlook_token_source(
     scope: str = OUTLOOK_SCOPE,
 ) -> TokenSource:
     """App-only tokens for IMAP/POP3 XOAUTH2 on Exchange Online (client ID + secret of the account)."""
-    assert account.tenant_id and account.client_secret_secret
+    tenant_id = _required(account, "tenant_id")
     context = _context(account) | {"auth": "client_secret"}
-    options = _app_options(authority_host, account.tenant_id, ca_file or (str(account.ca_file) if account.ca_file else None))
+    options = _app_options(authority_host, tenant_id, ca_file or (str(account.ca_file) if account.ca_file else None))
     client_id = _client_id(account, secrets)
-    secret = secrets(account.client_secret_secret).strip()
+    secret = secrets(_required(account, "client_secret_secret")).strip()
     app = _call(
         context,
         options["authority"],

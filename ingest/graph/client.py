@@ -196,15 +196,24 @@ class GraphSession:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"graph {where}", daemon=True)
         self._thread.start()
+        try:
+            self.client = self._build(GraphServiceClient, GraphRequestAdapter, ca_file, deadline, where)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _build(self, service: Any, adapter_type: Any, ca_file: str | None, deadline: float | None, where: str) -> Any:
         http = httpx.AsyncClient(
             base_url=self.base_url,
             verify=client_context(ca_file),
             timeout=httpx.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
-            limits=httpx.Limits(max_connections=MAX_CONCURRENT_REQUESTS * 2, max_keepalive_connections=MAX_CONCURRENT_REQUESTS),
+            limits=httpx.Limits(
+                max_connections=MAX_CONCURRENT_REQUESTS * 2, max_keepalive_connections=MAX_CONCURRENT_REQUESTS
+            ),
             trust_env=False,
         )
         middleware: list[BaseMiddleware] = [
-            RequestGuard(tokens, deadline=deadline, where=where),
+            RequestGuard(self.tokens, deadline=deadline, where=where),
             RedirectHandler(),
             ParametersNameDecodingHandler(),
             UserAgentHandler(),
@@ -212,9 +221,11 @@ class GraphSession:
         ]
         self.http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
         host = urlsplit(self.base_url).hostname or ""
-        adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(_TokenProvider(tokens, host)), client=self.http)
+        adapter = adapter_type(
+            BaseBearerTokenAuthenticationProvider(_TokenProvider(self.tokens, host)), client=self.http
+        )
         adapter.base_url = self.base_url
-        self.client = GraphServiceClient(request_adapter=adapter)
+        return service(request_adapter=adapter)
 
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
         """Runs ``make()`` on the session's loop and waits for its result (or exception)."""
@@ -263,6 +274,9 @@ class GraphSession:
             self.run(self.http.aclose)
         except Exception as err:  # noqa: BLE001 - closing must not hide the error that ended the session
             log.debug("closing the Graph client failed: %s", err)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():

@@ -189,8 +189,11 @@ class Message:
         }
 
     def to_mime(self) -> bytes:
-        if self.mime is not None:
-            return self.mime
+        if self.mime is None:
+            self.mime = self._build_mime()  # once: the boundaries are random
+        return self.mime
+
+    def _build_mime(self) -> bytes:
         message = EmailMessage(policy=email.policy.SMTP)
         message["From"] = f"{self.sender[0]} <{self.sender[1]}>" if self.sender[0] else self.sender[1]
         message["To"] = self.to
@@ -594,7 +597,8 @@ class GraphEmulator(Emulator):
             mime = message.to_mime()
             return Response(200, mime, {"Content-Type": "text/plain", **headers})
         if tail == ["move"] and method == "POST":
-            destination = (request.json() or {}).get("destinationId", "")
+            body = {k.lower(): v for k, v in (request.json() or {}).items()}  # the SDK sends "DestinationId"
+            destination = body.get("destinationid", "")
             folder = store.find(destination)
             if folder is None:
                 raise _Problem(404, "ErrorItemNotFound", "The specified object was not found in the store.")
@@ -629,7 +633,8 @@ class GraphEmulator(Emulator):
     def _create_folder(
         self, request: Request, store: MailboxStore, parent: Folder, headers: dict[str, str]
     ) -> Response:
-        name = ((request.json() or {}).get("displayName") or "").strip()
+        body = {k.lower(): v for k, v in (request.json() or {}).items()}
+        name = (body.get("displayname") or "").strip()
         if not name:
             raise _Problem(400, "ErrorInvalidRequest", "The folder name must not be empty.")
         folder = store.create_folder(parent.id, name)

@@ -1,0 +1,123 @@
+"""The emulators' own wire behaviour where the adapter does not exercise it: $batch, Graph's query rules, mutable
+ids, and Key Vault's challenge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.ca import TestCA
+from tests.support.microsoft import MAILBOX, MicrosoftCloud
+
+
+@pytest.fixture
+def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
+    world = MicrosoftCloud.start(test_ca)
+    yield world
+    world.stop()
+
+
+@pytest.fixture
+def graph(cloud: MicrosoftCloud) -> Iterator[httpx.Client]:
+    token = httpx.post(
+        f"{cloud.entra.authority(cloud.tenant)}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": cloud.app.client_id,
+            "client_secret": cloud.client_secret,
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        verify=str(cloud.ca.ca_cert),
+    ).json()["access_token"]
+    with httpx.Client(
+        base_url=f"{cloud.graph.endpoint}/v1.0",
+        headers={"Authorization": f"Bearer {token}"},
+        verify=str(cloud.ca.ca_cert),
+    ) as client:
+        yield client
+
+
+def test_batch_answers_each_request(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
+    message = cloud.mailbox.add_message(subject="batched")
+    answer = graph.post(
+        "/$batch",
+        json={
+            "requests": [
+                {
+                    "id": "1",
+                    "method": "GET",
+                    "url": f"/users/{MAILBOX}/messages/{message.immutable_id}?$select=subject",
+                },
+                {"id": "2", "method": "GET", "url": f"/users/{MAILBOX}/mailFolders/nowhere"},
+            ]
+        },
+    )
+    assert answer.status_code == 200
+    first, second = answer.json()["responses"]
+    assert (first["id"], first["status"], first["body"]["subject"]) == ("1", 200, "batched")
+    assert (second["status"], second["body"]["error"]["code"]) == (404, "ErrorItemNotFound")
+
+    too_many = graph.post(
+        "/$batch", json={"requests": [{"id": str(n), "method": "GET", "url": "/me"} for n in range(21)]}
+    )
+    assert too_many.status_code == 400
+
+
+def test_orderby_must_lead_the_filter(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
+    answer = graph.get(
+        f"/users/{MAILBOX}/mailFolders/inbox/messages",
+        params={"$filter": "hasAttachments eq true", "$orderby": "receivedDateTime asc"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "InefficientFilter"
+
+
+def test_rest_ids_change_on_move_unless_immutable(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
+    cloud.mailbox.add_message(subject="moving")
+    listed = graph.get(f"/users/{MAILBOX}/mailFolders/inbox/messages").json()["value"][0]["id"]
+    moved = graph.post(f"/users/{MAILBOX}/messages/{listed}/move", json={"destinationId": "archive"})
+    assert moved.status_code == 201
+    assert moved.json()["id"] != listed
+    assert graph.get(f"/users/{MAILBOX}/messages/{listed}").status_code == 404
+
+    immutable = {"Prefer": 'IdType="ImmutableId"'}
+    kept = graph.get(f"/users/{MAILBOX}/mailFolders/archive/messages", headers=immutable).json()["value"][0]["id"]
+    graph.post(f"/users/{MAILBOX}/messages/{kept}/move", json={"destinationId": "inbox"}, headers=immutable)
+    assert graph.get(f"/users/{MAILBOX}/messages/{kept}", headers=immutable).json()["id"] == kept
+
+
+def test_expired_token_is_refused_with_graphs_error(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
+    cloud.entra.expire_access_tokens()
+    answer = graph.get(f"/users/{MAILBOX}/mailFolders/inbox")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert answer.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+def test_key_vault_challenge_names_the_authority(cloud: MicrosoftCloud) -> None:
+    answer = httpx.get(f"{cloud.keyvault.vault_url}/secrets/x/?api-version=7.6", verify=str(cloud.ca.ca_cert))
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"] == (
+        f'Bearer authorization="{cloud.entra.base_url}/{cloud.tenant}", resource="https://vault.azure.net"'
+    )
+
+
+def test_entra_error_json_is_entras(cloud: MicrosoftCloud) -> None:
+    answer = httpx.post(
+        f"{cloud.entra.authority(cloud.tenant)}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": cloud.app.client_id,
+            "client_secret": "wrong",
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        verify=str(cloud.ca.ca_cert),
+    )
+    assert answer.status_code == 401
+    body = answer.json()
+    assert body["error"] == "invalid_client"
+    assert body["error_codes"] == [7000215]
+    assert body["error_description"].startswith("AADSTS7000215: Invalid client secret provided.")
+    assert {"timestamp", "trace_id", "correlation_id", "error_uri"} <= set(body)

@@ -1,0 +1,119 @@
+"""Key Vault through the real azure-keyvault-secrets SecretClient and azure-identity ClientSecretCredential against
+the local Key Vault and Entra ID emulators: the challenge flow, reading and writing secrets, and a device-code
+account whose token cache lives in Key Vault."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.identity import ClientSecretCredential
+from azure.keyvault.secrets import SecretClient
+
+from ingest.errors import SecretError
+from ingest.graph.auth import SecretTokenCacheStore, default_token_cache, sign_in_with_device_code
+from ingest.secrets import KeyVaultSecrets
+from tests.support.ca import TestCA
+from tests.support.microsoft import MAILBOX, MicrosoftCloud
+
+
+@pytest.fixture
+def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
+    world = MicrosoftCloud.start(test_ca)
+    yield world
+    world.stop()
+
+
+def _credential(cloud: MicrosoftCloud) -> ClientSecretCredential:
+    return ClientSecretCredential(
+        cloud.tenant,
+        cloud.app.client_id,
+        cloud.client_secret,
+        authority=cloud.entra.base_url,
+        connection_verify=str(cloud.ca.ca_cert),
+        disable_instance_discovery=True,
+    )
+
+
+def _client_options(cloud: MicrosoftCloud) -> dict[str, object]:
+    # A local vault is not under vault.azure.net: the SDK would refuse its challenge without this.
+    return {"connection_verify": str(cloud.ca.ca_cert), "verify_challenge_resource": False}
+
+
+def test_secret_client_reads_through_the_challenge(cloud: MicrosoftCloud) -> None:
+    cloud.keyvault.set_secret("doc2-api-key", "key-123")
+    client = SecretClient(cloud.keyvault.vault_url, _credential(cloud), **_client_options(cloud))  # type: ignore[arg-type]
+
+    assert client.get_secret("doc2-api-key").value == "key-123"
+    assert client.get_secret("doc2-api-key").value == "key-123"
+
+    statuses = [status for _method, _path, status in cloud.keyvault.requests]
+    assert statuses == [401, 200, 200]  # one challenge, then the token is reused
+    (token_request,) = cloud.entra.token_requests("client_credentials")
+    assert token_request.scope == "https://vault.azure.net/.default"
+
+
+def test_missing_secret_is_secret_not_found(cloud: MicrosoftCloud) -> None:
+    client = SecretClient(cloud.keyvault.vault_url, _credential(cloud), **_client_options(cloud))  # type: ignore[arg-type]
+    with pytest.raises(ResourceNotFoundError) as caught:
+        client.get_secret("nope")
+    assert "SecretNotFound" in str(caught.value)
+
+
+def test_set_secret_makes_a_new_version(cloud: MicrosoftCloud) -> None:
+    client = SecretClient(cloud.keyvault.vault_url, _credential(cloud), **_client_options(cloud))  # type: ignore[arg-type]
+    first = client.set_secret("token-cache", "one")
+    second = client.set_secret("token-cache", "two")
+    assert client.get_secret("token-cache").value == "two"
+    assert client.get_secret("token-cache", first.properties.version).value == "one"
+    assert first.properties.version != second.properties.version
+
+
+def test_key_vault_secrets_of_the_product(cloud: MicrosoftCloud) -> None:
+    cloud.keyvault.set_secret("graph-client-secret", "s3cr3t")
+    secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    assert secrets("graph-client-secret") == "s3cr3t"
+    with pytest.raises(SecretError) as caught:
+        secrets("graph-client-id")
+    assert "does not exist in Key Vault" in str(caught.value)
+
+    cloud.keyvault.denied_clients.add(cloud.app.client_id)
+    with pytest.raises(SecretError) as caught:
+        KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))("x")
+    assert "Key Vault Secrets User" in str(caught.value)
+
+
+def test_device_code_token_cache_kept_in_key_vault(cloud: MicrosoftCloud) -> None:
+    cloud.app.public_client = True
+    for name, value in cloud.secrets.items():
+        cloud.keyvault.set_secret(name, value)
+    secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    account = cloud.account(auth="device_code", client_secret_secret=None)
+    store = default_token_cache(account.name, secrets)
+    assert isinstance(store, SecretTokenCacheStore)
+
+    def prompt(text: str) -> None:
+        match = re.search(r"enter the code (\w+)", text)
+        assert match
+        cloud.entra.approve_device_code(match.group(1), MAILBOX)
+
+    sign_in_with_device_code(
+        account,
+        secrets,
+        authority_host=cloud.entra.base_url,
+        graph_endpoint=cloud.graph.endpoint,
+        ca_file=str(cloud.ca.ca_cert),
+        token_cache=store,
+        prompt=prompt,
+    )
+    saved = cloud.keyvault.get_secret("ingest-token-cache-ap-invoices")
+    assert saved and "RefreshToken" in saved
+
+    # the timer run, in another process: reads the cache from Key Vault, refreshes, writes it back
+    cloud.entra.expire_access_tokens()
+    fresh = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    with cloud.open(account, secrets=fresh) as mailbox:
+        assert mailbox.check()[0] == "signed in to Entra ID (device_code)"
+    assert len(cloud.keyvault.secrets["ingest-token-cache-ap-invoices"]) == 2
