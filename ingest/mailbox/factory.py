@@ -17,19 +17,19 @@ def open_mailbox(
     state: StateStore,
     deadline: float | None = None,
 ) -> Mailbox:
-    if isinstance(account, ImapAccount):
-        from .imap import ImapMailbox
-
+    if isinstance(account, ImapAccount | Pop3Account):
         token_source = None
         if account.auth == "xoauth2":
             from ..graph.auth import outlook_token_source  # lazy: msal only when needed
 
             token_source = outlook_token_source(account, secrets, authority_host=settings.authority_host)
-        return ImapMailbox(account, secrets, token_source=token_source)
-    if isinstance(account, Pop3Account):
+        if isinstance(account, ImapAccount):
+            from .imap import ImapMailbox
+
+            return ImapMailbox(account, secrets, token_source=token_source)
         from .pop3 import Pop3Mailbox
 
-        return Pop3Mailbox(account, secrets, remembered=state.settled_keys(account.name))
+        return Pop3Mailbox(account, secrets, remembered=state.settled_keys(account.name), token_source=token_source)
     from .graph import GraphMailbox  # lazy: msgraph-sdk is heavy to import
 
     return GraphMailbox(
