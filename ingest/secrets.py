@@ -38,13 +38,16 @@ class EnvironmentSecrets:
 class KeyVaultSecrets:
     """Reads each secret once per process run from Key Vault (DefaultAzureCredential unless given)."""
 
-    def __init__(self, vault_url: str, credential: Any = None, **client_options: Any) -> None:
+    def __init__(
+        self, vault_url: str, credential: Any = None, *, authority_host: str | None = None, **client_options: Any
+    ) -> None:
         from azure.keyvault.secrets import SecretClient  # lazy: the SDK is slow to import
 
         if credential is None:
             from azure.identity import DefaultAzureCredential
 
-            credential = DefaultAzureCredential()
+            # AUTHORITY_HOST selects a national cloud for Key Vault's sign-in as it does for Graph.
+            credential = DefaultAzureCredential(**({"authority": authority_host} if authority_host else {}))
         self._vault_url = vault_url
         self._client = SecretClient(vault_url, credential, **client_options)
         self._cache: dict[str, str] = {}
@@ -101,7 +104,9 @@ def _first_line(err: Exception) -> str:
 SecretSource = Callable[[str], str]
 
 
-def secret_source(key_vault_url: str | None, environ: Mapping[str, str], **client_options: Any) -> SecretSource:
+def secret_source(
+    key_vault_url: str | None, environ: Mapping[str, str], *, authority_host: str | None = None
+) -> SecretSource:
     if key_vault_url:
-        return KeyVaultSecrets(key_vault_url, **client_options)
+        return KeyVaultSecrets(key_vault_url, authority_host=authority_host)
     return EnvironmentSecrets(environ)

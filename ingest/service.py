@@ -44,7 +44,7 @@ def run_import(
     state: StateStore | None = None,
 ) -> RunReport:
     accounts = config.select(names)
-    secrets = secrets or secret_source(settings.key_vault_url, settings.environ)
+    secrets = secrets or secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
     own_state = state is None
     state = state or open_state_store(settings.state_url)
     deadline = time.monotonic() + settings.run_time_budget_seconds if settings.run_time_budget_seconds else None
@@ -79,7 +79,7 @@ class LoginResult:
 def run_test_login(settings: Settings, config: Config, names: list[str] | None = None) -> list[LoginResult]:
     """DOC²'s TEST LOGIN: sign in to each mailbox, open its folders, check the DOC² key."""
     accounts = config.select(names)
-    secrets = secret_source(settings.key_vault_url, settings.environ)
+    secrets = secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
     state = open_state_store(settings.state_url)
     doc2_problem = _check_doc2(config, settings, secrets)
     results = []

@@ -26,7 +26,7 @@ def device_code_signin(
     token_cache: TokenCacheStore | None = None,
 ) -> str:
     """Signs in interactively and stores the token cache; returns the signed-in user name."""
-    secrets = secrets or secret_source(settings.key_vault_url, settings.environ)
+    secrets = secrets or secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
     return sign_in_with_device_code(
         account,
         secrets,
