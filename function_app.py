@@ -1,27 +1,73 @@
 """Azure Functions triggers (Python v2 programming model). Only this file knows azure.functions; the work is
-done in the ``ingest`` package."""
+done in the ``ingest`` package (``ingest.jobs``).
 
+- ``mail_import_timer`` / ``graph_import_timer``: on their schedules (app settings MAIL_TIMER_SCHEDULE,
+  GRAPH_TIMER_SCHEDULE) queue one import job per IMAP/POP3 or Graph account on INGEST_QUEUE_NAME.
+- ``account_import_job``: runs one account's import per queued job, in parallel across instances.
+- ``account_import_poison``: a job that failed host.json maxDequeueCount times; reports the account as failed.
+- ``POST /api/accounts/{name}/test`` and ``POST /api/accounts/{name}/import`` (function key): test-login and
+  import of one account, answered with JSON.
+"""
+
+import json
 import logging
 
 import azure.functions as func
 
-from ingest import jobs
+from ingest import jobs, telemetry
 
-app = func.FunctionApp()
+telemetry.configure()
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("ingest.functions")
+
+JOB_QUEUE = "%INGEST_QUEUE_NAME%"
+STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 
 @app.timer_trigger(schedule="%MAIL_TIMER_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def mail_import_timer(timer: func.TimerRequest) -> None:
-    """IMAP and POP3 accounts: one ingestion pass on the schedule in the MAIL_TIMER_SCHEDULE app setting."""
+    """IMAP and POP3 accounts: one import job each, on the schedule in MAIL_TIMER_SCHEDULE."""
     if timer.past_due:
         log.warning("IMAP/POP3 import timer is past due")
-    jobs.import_accounts_of_types({"imap", "pop3"})
+    jobs.enqueue_accounts_of_types({"imap", "pop3"}, trigger="mail_timer")
 
 
 @app.timer_trigger(schedule="%GRAPH_TIMER_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def graph_import_timer(timer: func.TimerRequest) -> None:
-    """Microsoft 365 (Graph) accounts: one ingestion pass on the schedule in GRAPH_TIMER_SCHEDULE."""
+    """Microsoft 365 (Graph) accounts: one import job each, on the schedule in GRAPH_TIMER_SCHEDULE."""
     if timer.past_due:
         log.warning("Graph import timer is past due")
-    jobs.import_accounts_of_types({"graph"})
+    jobs.enqueue_accounts_of_types({"graph"}, trigger="graph_timer")
+
+
+@app.queue_trigger(arg_name="job", queue_name=JOB_QUEUE, connection=STORAGE_CONNECTION)
+def account_import_job(job: func.QueueMessage) -> None:
+    """One account's import. Raising makes the host retry the job, and after maxDequeueCount poison it."""
+    jobs.run_job(job.get_body(), dequeue_count=job.dequeue_count or 1)
+
+
+@app.queue_trigger(arg_name="job", queue_name=JOB_QUEUE + "-poison", connection=STORAGE_CONNECTION)
+def account_import_poison(job: func.QueueMessage) -> None:
+    """A job given up by the host: reported as an account failure (the alert rule's trace)."""
+    jobs.report_poison_job(job.get_body(), dequeue_count=job.dequeue_count)
+
+
+@app.route(route="accounts/{name}/test", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def account_test_login(req: func.HttpRequest) -> func.HttpResponse:
+    """DOC²'s TEST LOGIN for one account: 200 fine, 502 refused, 404 unknown account."""
+    return _json(jobs.test_login_account(req.route_params["name"]))
+
+
+@app.route(route="accounts/{name}/import", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def account_import(req: func.HttpRequest) -> func.HttpResponse:
+    """DOC²'s IMPORT for one account: 200 with the run report, 409 busy, 502 the account failed, 404 unknown."""
+    return _json(jobs.import_account(req.route_params["name"]))
+
+
+def _json(answer: jobs.Answer) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(answer.body, ensure_ascii=False, indent=2),
+        status_code=answer.status,
+        mimetype="application/json",
+        charset="utf-8",
+    )

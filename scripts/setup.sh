@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # Sets up everything the product, its demo and its tests need on a fresh Debian machine:
 # Debian packages (Dovecot for the local demo mailbox and the tests), the Python venv in .venv, pinned packages.
+# With --with-azurite (what .ci/run uses) also Node.js/npm and the Azure Storage emulator Azurite, pinned, in
+# .tools/azurite (the tests of the Azure side start it themselves).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The newest Azurite that runs on Node 18/20 (3.36 and later need Node 21+), as Debian 12 and this image have.
+AZURITE_VERSION=3.35.0
+with_azurite=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-azurite) with_azurite=1 ;;
+    *) echo "setup: unknown option $arg (known: --with-azurite)" >&2; exit 2 ;;
+  esac
+done
+
 need_apt=()
 command -v dovecot >/dev/null 2>&1 || need_apt+=(dovecot-imapd dovecot-pop3d)
+if [ "$with_azurite" -eq 1 ]; then
+  command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: Dovecot is missing; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2
+    echo "setup: packages missing; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2
     exit 1
   fi
   echo "setup: installing ${need_apt[*]} (Debian packages)" >&2
@@ -29,4 +44,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     | grep -v "^WARNING: Location" >&2 || true
   .venv/bin/python -m pip check >/dev/null
   echo "$want" > "$stamp"
+fi
+
+if [ "$with_azurite" -eq 1 ]; then
+  azurite_dir=.tools/azurite
+  installed=$(node -p "require('./$azurite_dir/node_modules/azurite/package.json').version" 2>/dev/null || true)
+  if [ "$installed" != "$AZURITE_VERSION" ]; then
+    echo "setup: installing Azurite $AZURITE_VERSION (npm) into $azurite_dir" >&2
+    mkdir -p "$azurite_dir"
+    npm install --prefix "$azurite_dir" --no-audit --no-fund --save-exact --loglevel=error \
+      "azurite@$AZURITE_VERSION" >&2
+  fi
 fi

@@ -1,0 +1,272 @@
+"""Azure Table Storage state store, for the Function App: the same behaviour as the SQLite store, shared by
+every instance, with an account lock that is a blob lease (``ingest.leases``) in the same storage account.
+
+``INGEST_STATE_URL`` forms:
+
+- ``azuretable://ACCOUNT.table.core.windows.net/TABLE`` — Azure, signed in with DefaultAzureCredential (the app's
+  managed identity, picked by ``AZURE_CLIENT_ID``). The leases live in the container ``ingest-leases`` of the
+  same account (``https://ACCOUNT.blob.core.windows.net``); ``?lease_container=NAME`` chooses another container.
+- ``azuretable+connstr:TABLE;CONNECTION_STRING`` — a storage connection string, e.g. Azurite:
+  ``azuretable+connstr:ingeststate;UseDevelopmentStorage=true``. Everything after the first ``;`` is the
+  connection string; it is never printed back.
+
+Layout: one partition per account (PartitionKey = the account name). RowKeys are ``u|IDENTITY|CUSTOM_DOC_ID`` for
+a document in DOC² and ``m|MESSAGE_KEY`` for a message's attempts and status. Key parts are escaped (Table keys
+forbid ``/ \\ # ?`` and control characters; ``%``, ``|`` and ``~`` are escaped too so the layout stays
+unambiguous) and parts longer than ``MAX_KEY_PART`` are replaced by ``~h`` + their SHA-256; the original values
+are kept as properties. ``record_failure`` counts with optimistic concurrency (ETag), so two instances counting
+the same message never lose an attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from ..azure_storage import StorageAccount, storage_error
+from ..errors import ConfigError, TransientError
+from ..leases import DEFAULT_LEASE_CONTAINER, BlobLeaseLocks
+from .base import MessageState, Status
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+
+log = logging.getLogger(__name__)
+
+URL_SCHEME = "azuretable://"
+CONNECTION_STRING_SCHEME = "azuretable+connstr:"
+MAX_KEY_PART = 255
+MAX_ERROR_CHARS = 8000
+_ROLE = "Storage Table Data Contributor"
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_ESCAPED = frozenset("/\\#?%|~")
+_SETTLED: tuple[Status, ...] = ("processed", "failed", "skipped")
+_CONCURRENCY_ATTEMPTS = 50
+
+T = TypeVar("T")
+
+
+def escape_key_part(text: str) -> str:
+    """A Table key part for ``text``: forbidden and separator characters as ``%XX``; long parts hashed."""
+    escaped = "".join(f"%{ord(c):02X}" if c in _ESCAPED or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c for c in text)
+    if len(escaped) > MAX_KEY_PART:
+        return "~h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return escaped
+
+
+def _upload_prefix(identity: str) -> str:
+    return f"u|{escape_key_part(identity)}|"
+
+
+def _message_row(message_key: str) -> str:
+    return f"m|{escape_key_part(message_key)}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_state_url(url: str) -> tuple[StorageAccount, str, str]:
+    """(storage account, table name, lease container) of an ``azuretable`` INGEST_STATE_URL."""
+    forms = f"use {URL_SCHEME}ACCOUNT.table.core.windows.net/TABLE or {CONNECTION_STRING_SCHEME}TABLE;CONNECTION_STRING"
+    if url.startswith(CONNECTION_STRING_SCHEME):
+        table, _, connection_string = url.removeprefix(CONNECTION_STRING_SCHEME).partition(";")
+        if not connection_string.strip():
+            raise ConfigError(f"INGEST_STATE_URL: no connection string after the table name: {forms}")
+        account = StorageAccount(connection_string=connection_string)
+        lease_container = DEFAULT_LEASE_CONTAINER
+    elif url.startswith(URL_SCHEME):
+        parts = urlsplit(url)
+        host, table = parts.netloc, parts.path.strip("/")
+        if not host or "@" in host:
+            raise ConfigError(f"INGEST_STATE_URL {url!r}: no storage host: {forms}")
+        if ".table." not in host:
+            raise ConfigError(
+                f"INGEST_STATE_URL {url!r}: {host!r} is not a Table service host (ACCOUNT.table.core.windows.net): "
+                f"the blob service for the account leases is found by its name"
+            )
+        query = parse_qs(parts.query)
+        lease_container = query.get("lease_container", [DEFAULT_LEASE_CONTAINER])[0]
+        account = StorageAccount(
+            table_url=f"https://{host}", blob_url=f"https://{host.replace('.table.', '.blob.', 1)}"
+        )
+    else:
+        raise ConfigError(f"INGEST_STATE_URL: not an Azure Table Storage URL: {forms}")
+    if not _TABLE_NAME.match(table):
+        raise ConfigError(
+            f"INGEST_STATE_URL: table name {table!r} is not valid (3-63 letters and digits, starting with a letter)"
+        )
+    return account, table, lease_container
+
+
+class TableStateStore:
+    def __init__(self, account: StorageAccount, table: str, locks: BlobLeaseLocks, *, create: bool = True) -> None:
+        self._account = account
+        self._name = table
+        self._where = f"state table {table!r} ({account.describe()})"
+        self._table: TableClient = account.table_client(table)
+        self._locks = locks
+        if create:
+            self._create_table()
+
+    @classmethod
+    def from_url(cls, url: str) -> TableStateStore:
+        account, table, lease_container = parse_state_url(url)
+        return cls(account, table, BlobLeaseLocks(account.container_client(lease_container)))
+
+    def _create_table(self) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        with suppress(ResourceExistsError):
+            self._call(self._table.create_table)
+
+    def _call(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs one SDK call; the exceptions callers handle (not found, exists, modified) pass through."""
+        from azure.core.exceptions import (
+            AzureError,
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        try:
+            return operation(*args, **kwargs)
+        except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError):
+            raise
+        except AzureError as err:
+            raise storage_error(err, self._where, _ROLE) from err
+
+    # -- uploads ---------------------------------------------------------------------------------------------
+
+    def uploaded(self, account: str, identity: str) -> set[str]:
+        prefix = _upload_prefix(identity)
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            # '}' follows '|' in code point order: the range is exactly the keys starting with the prefix.
+            {"pk": escape_key_part(account), "low": prefix, "high": prefix[:-1] + "}"},
+            ["custom_doc_id", "identity"],
+        )
+        return {row["custom_doc_id"] for row in rows if row.get("identity") == identity}
+
+    def record_upload(
+        self, account: str, identity: str, custom_doc_id: str, filename: str, doc2_id: str | None
+    ) -> None:
+        from azure.data.tables import UpdateMode
+
+        entity: dict[str, Any] = {
+            "PartitionKey": escape_key_part(account),
+            "RowKey": _upload_prefix(identity) + escape_key_part(custom_doc_id),
+            "account": account,
+            "identity": identity,
+            "custom_doc_id": custom_doc_id,
+            "filename": filename,
+            "uploaded_at": _now(),
+        }
+        if doc2_id is not None:
+            entity["doc2_id"] = doc2_id
+        self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
+
+    # -- messages --------------------------------------------------------------------------------------------
+
+    def message(self, account: str, message_key: str) -> MessageState | None:
+        entity = self._get(account, message_key)
+        if entity is None:
+            return None
+        return MessageState(entity["status"], int(entity.get("attempts", 0)), entity.get("last_error"))
+
+    def record_failure(self, account: str, message_key: str, identity: str | None, error: str) -> int:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        error = error[:MAX_ERROR_CHARS]
+        for attempt in range(_CONCURRENCY_ATTEMPTS):
+            entity = self._get(account, message_key)
+            try:
+                if entity is None:
+                    new = self._message_entity(account, message_key, identity, "pending")
+                    new.update(attempts=1, last_error=error)
+                    self._call(self._table.create_entity, new)
+                    return 1
+                attempts = int(entity.get("attempts", 0)) + 1
+                entity.update(status="pending", attempts=attempts, last_error=error, updated_at=_now())
+                if identity is not None:
+                    entity["identity"] = identity
+                self._call(
+                    self._table.update_entity,
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return attempts
+            except (ResourceExistsError, ResourceModifiedError):
+                # Another instance counted at the same moment: read again and count on top of it.
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter, not cryptography
+        raise TransientError(f"{self._where}: could not count a failed attempt of message {message_key!r} ({account})")
+
+    def record_settled(
+        self, account: str, message_key: str, identity: str | None, status: Status, note: str | None
+    ) -> None:
+        from azure.data.tables import UpdateMode
+
+        # MERGE keeps the attempts so far, and the identity and last error when none is given now.
+        entity = self._message_entity(account, message_key, identity, status)
+        if note is not None:
+            entity["last_error"] = note[:MAX_ERROR_CHARS]
+        self._call(self._table.upsert_entity, entity, mode=UpdateMode.MERGE)
+
+    def settled_keys(self, account: str) -> set[str]:
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": escape_key_part(account), "low": "m|", "high": "m}"},
+            ["message_key", "status"],
+        )
+        return {row["message_key"] for row in rows if row.get("status") in _SETTLED}
+
+    def _message_entity(self, account: str, message_key: str, identity: str | None, status: Status) -> dict[str, Any]:
+        entity: dict[str, Any] = {
+            "PartitionKey": escape_key_part(account),
+            "RowKey": _message_row(message_key),
+            "account": account,
+            "message_key": message_key,
+            "status": status,
+            "updated_at": _now(),
+        }
+        if identity is not None:
+            entity["identity"] = identity
+        return entity
+
+    def _get(self, account: str, message_key: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._call(self._table.get_entity, escape_key_part(account), _message_row(message_key))
+        except ResourceNotFoundError:
+            return None
+
+    def _query(self, query: str, parameters: dict[str, str], select: list[str]) -> list[Any]:
+        def run() -> list[Any]:
+            return list(self._table.query_entities(query, parameters=parameters, select=select))
+
+        return self._call(run)
+
+    # -- lock and life cycle ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def account_lock(self, account: str) -> Iterator[None]:
+        with self._locks.hold(account):
+            yield
+
+    def close(self) -> None:
+        self._table.close()
+        self._locks.close()
+        self._account.close()

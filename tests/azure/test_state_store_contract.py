@@ -1,0 +1,192 @@
+"""One contract, two state stores: SQLite (local runs) and Azure Table Storage (on Azurite) behave the same.
+
+``open_store()`` opens another store on the same storage each time: a second process (SQLite) or a second Function
+App instance (Table Storage)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ingest.errors import AccountBusy, ConfigError
+from ingest.state import StateStore, open_state_store
+from ingest.state.factory import describe_state_url
+from ingest.state.table import MAX_KEY_PART, escape_key_part, parse_state_url
+from tests.support.azurite import unique_name
+
+Opener = Callable[[], StateStore]
+
+# Identities and keys as mailboxes produce them, plus the characters Table keys forbid.
+AWKWARD = "mid:<a/b\\c#d?e%f|g~h@example.com>\x01\u00e9\u4e2d"
+
+
+@pytest.fixture(params=["sqlite", "table"])
+def open_store(request, tmp_path) -> Iterator[Opener]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    else:
+        url = request.getfixturevalue("azurite").state_url(unique_name("contract"))
+    opened: list[StateStore] = []
+
+    def opener() -> StateStore:
+        store = open_state_store(url)
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+def test_uploads_are_remembered_per_account_and_message(open_store):
+    store = open_store()
+    store.record_upload("a", "mid:1@x", "doc-1", "a.pdf", "d2-1")
+    store.record_upload("a", "mid:1@x", "doc-2", "b.pdf", None)
+    store.record_upload("a", "mid:1@x", "doc-2", "b.pdf", "d2-2")  # recorded again: still one
+    store.record_upload("a", "mid:1@x2", "doc-3", "c.pdf", None)  # an identity that extends another
+    store.record_upload("b", "mid:1@x", "doc-9", "z.pdf", None)
+
+    again = open_store()
+    assert again.uploaded("a", "mid:1@x") == {"doc-1", "doc-2"}
+    assert again.uploaded("a", "mid:1@x2") == {"doc-3"}
+    assert again.uploaded("b", "mid:1@x") == {"doc-9"}
+    assert again.uploaded("a", "mid:unknown") == set()
+
+
+def test_awkward_and_long_identities_and_keys(open_store):
+    store = open_store()
+    long_identity = "mid:" + "x" * 3000 + "@example.com"
+    for identity in (AWKWARD, long_identity, "AAMkAGI2TG93AAA=/+", "INBOX/Sub folder/42"):
+        store.record_upload("acct-1", identity, f"doc-{identity[-3:]}", "f.pdf", None)
+        assert store.uploaded("acct-1", identity) == {f"doc-{identity[-3:]}"}
+        assert store.record_failure("acct-1", identity, identity, "boom") == 1
+        store.record_settled("acct-1", identity + "/done", identity, "processed", None)
+    assert store.uploaded("acct-1", long_identity[:-1]) == set()
+    assert {AWKWARD + "/done", long_identity + "/done"} <= store.settled_keys("acct-1")
+
+
+def test_failed_attempts_are_counted_and_settling_keeps_them(open_store):
+    store = open_store()
+    assert store.message("a", "7:1") is None
+    assert store.record_failure("a", "7:1", None, "boom") == 1
+    assert store.record_failure("a", "7:1", "mid:1@x", "boom again") == 2
+    state = store.message("a", "7:1")
+    assert state is not None and (state.status, state.attempts, state.last_error) == ("pending", 2, "boom again")
+
+    store.record_settled("a", "7:1", None, "failed", None)  # no note: the last error stays
+    state = open_store().message("a", "7:1")
+    assert state is not None and (state.status, state.attempts, state.last_error) == ("failed", 2, "boom again")
+
+    store.record_settled("a", "7:2", "mid:2@x", "processed", None)
+    state = store.message("a", "7:2")
+    assert state is not None and (state.status, state.attempts, state.last_error) == ("processed", 0, None)
+    store.record_settled("a", "7:3", None, "skipped", "no documents")
+    assert store.message("a", "7:3").last_error == "no documents"  # type: ignore[union-attr]
+
+    store.record_failure("a", "7:4", None, "pending only")
+    assert store.settled_keys("a") == {"7:1", "7:2", "7:3"}
+    assert store.settled_keys("b") == set()
+
+    assert store.record_failure("a", "7:1", None, "failed again after being moved back") == 3
+    assert store.message("a", "7:1").status == "pending"  # type: ignore[union-attr]
+
+
+def test_concurrent_failures_of_one_message_are_all_counted(open_store):
+    store = open_store()
+    threads, per_thread = 6, 8
+    counts: list[int] = []
+    lock = threading.Lock()
+
+    def fail_repeatedly() -> None:
+        for _ in range(per_thread):
+            attempts = store.record_failure("a", "INBOX:99", "mid:99@x", "concurrent")
+            with lock:
+                counts.append(attempts)
+
+    workers = [threading.Thread(target=fail_repeatedly) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert sorted(counts) == list(range(1, threads * per_thread + 1))  # none lost, none counted twice
+    assert store.message("a", "INBOX:99").attempts == threads * per_thread  # type: ignore[union-attr]
+
+
+def test_one_run_per_account(open_store):
+    first, second = open_store(), open_store()
+    with first.account_lock("a"):
+        with pytest.raises(AccountBusy, match="another run is working on it"), second.account_lock("a"):
+            pass
+        with second.account_lock("b"):  # other accounts are independent
+            pass
+    with second.account_lock("a"):  # released at the end of the first run
+        pass
+
+
+# -- Table Storage specifics ------------------------------------------------------------------------------------
+
+
+def test_instances_counting_the_same_message_never_lose_an_attempt(azurite):
+    url = azurite.state_url()
+    stores = [open_state_store(url) for _ in range(4)]
+    counts: list[int] = []
+
+    def fail(store: StateStore) -> None:
+        for _ in range(6):
+            counts.append(store.record_failure("a", "INBOX:1", None, "boom"))
+
+    workers = [threading.Thread(target=fail, args=(store,)) for store in stores]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    try:
+        assert sorted(counts) == list(range(1, 25))
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_table_keys_never_hold_a_forbidden_character():
+    for text in (AWKWARD, "a/b", "#?", "x" * 1000, "\x7f\x9f", ""):
+        key = escape_key_part(text)
+        assert not set(key) & set("/\\#?|") and all(ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in key)
+        assert len(key) <= MAX_KEY_PART
+        assert escape_key_part(text) == key  # stable across runs and instances
+    assert escape_key_part("a/b") != escape_key_part("a%2Fb")  # escaping is unambiguous
+    assert escape_key_part("x" * 1000) != escape_key_part("x" * 1001)
+
+
+def test_state_url_forms():
+    account, table, container = parse_state_url("azuretable://stabc123.table.core.windows.net/ingeststate")
+    assert (table, container) == ("ingeststate", "ingest-leases")
+    assert account.table_url == "https://stabc123.table.core.windows.net"
+    assert account.blob_url == "https://stabc123.blob.core.windows.net"
+    assert account.connection_string is None
+
+    _, _, container = parse_state_url("azuretable://st1.table.core.chinacloudapi.cn/state?lease_container=locks")
+    assert container == "locks"
+
+    account, table, _ = parse_state_url("azuretable+connstr:ingeststate;UseDevelopmentStorage=true")
+    assert (table, account.connection_string) == ("ingeststate", "UseDevelopmentStorage=true")
+
+    secret_key = "c2VjcmV0LWtleS12YWx1ZQ=="
+    for bad in (
+        "azuretable://127.0.0.1:10002/ingeststate",
+        "azuretable://st1.table.core.windows.net/bad-name",
+        "azuretable+connstr:ingeststate",
+        f"azuretable+connstr:x;AccountName=a;AccountKey={secret_key}",
+        f"azuretablex:ingeststate;AccountKey={secret_key}",
+    ):
+        with pytest.raises(ConfigError) as caught:
+            open_state_store(bad)
+        assert secret_key not in str(caught.value)
+
+
+def test_a_state_url_is_shown_without_its_key():
+    url = "azuretable+connstr:state;AccountName=st1;AccountKey=c2VjcmV0==;EndpointSuffix=x"
+    assert describe_state_url(url) == ("azuretable+connstr:state;AccountName=st1;AccountKey=***;EndpointSuffix=x")
+    assert describe_state_url("sqlite:///./.ingest-state.sqlite3") == "sqlite:///./.ingest-state.sqlite3"
