@@ -105,11 +105,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_check(args: argparse.Namespace, settings: Settings, config: Config) -> int:
     from .service import doc2_base_url
+    from .state.factory import describe_state_url
 
     print(f"accounts file: {config.path} ({len(config.accounts)} accounts)")
     print(f"DOC² API:      {doc2_base_url(config, settings)} (key secret {config.doc2.api_key_secret!r})")
     print(f"secrets from:  {'Key Vault ' + settings.key_vault_url if settings.key_vault_url else 'environment'}")
-    print(f"state store:   {settings.state_url}")
+    print(f"state store:   {describe_state_url(settings.state_url)}")
     missing: list[str] = []
     for account in config.accounts:
         print(f"  - {account.name} ({account.type}): {_describe_account(account)}")

@@ -63,7 +63,6 @@ def run_import(
     finally:
         if own_state:
             state.close()
-    _log_summary(report)
     return report
 
 
@@ -114,17 +113,3 @@ def _test_account(
     if doc2_problem:
         return LoginResult(account.name, account.type, False, f"mailbox fine, but {doc2_problem}", notes)
     return LoginResult(account.name, account.type, True, "mailbox and DOC² key fine", notes)
-
-
-def _log_summary(report: RunReport) -> None:
-    totals = report.totals()
-    log.info(
-        "run finished in %.1fs: %d accounts (%d failed), %d messages imported, %d documents uploaded, "
-        "%d messages failed",
-        report.duration_seconds,
-        len(report.accounts),
-        len(report.failed_accounts),
-        totals["messages_imported"],
-        totals["documents_uploaded"],
-        totals["messages_failed"],
-    )
