@@ -9,7 +9,7 @@ import json
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -75,6 +75,8 @@ class Doc2Client:
         try:
             response = self._http.get(STATUS_PATH, params={"doc_id": _NO_DOCUMENT})
         except httpx.HTTPError as err:
+            if _certificate_refused(err):
+                raise AccountError(self._untrusted(err)) from err
             raise AccountError(f"DOC² at {self.base_url} not reachable: {_describe(err)}") from err
         if response.status_code in (401, 403):
             raise AccountError(self._key_rejected(response))
@@ -90,13 +92,19 @@ class Doc2Client:
         last_problem = ""
         for attempt in range(1, self._retry.attempts + 1):
             retry_after: float | None = None
+            # A document in a temporary file is streamed from a fresh reader on every attempt; httpx still sends
+            # a Content-Length (it takes the file's size), so DOC² reads one plain body.
+            body: bytes | BinaryIO = document.blob.read() if document.blob.in_memory else document.open()
             try:
                 response = self._http.post(
                     UPLOAD_PATH,
                     data={"source": source, "metadata": metadata.as_json()},
-                    files={"file": (document.filename, document.content, document.content_type)},
+                    files={"file": (document.filename, body, document.content_type)},
                 )
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as err:
+                if _certificate_refused(err):
+                    # Not transient and not this document's fault: stop the account, count no attempt.
+                    raise AccountError(self._untrusted(err)) from err
                 last_problem = _describe(err)
             else:
                 if response.status_code in _RETRY_STATUSES:
@@ -104,6 +112,9 @@ class Doc2Client:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 else:
                     return self._accept(response, document)
+            finally:
+                if not isinstance(body, bytes):
+                    body.close()
             if attempt < self._retry.attempts:
                 pause = self._retry.delay(attempt, retry_after)
                 log.warning(
@@ -135,6 +146,12 @@ class Doc2Client:
             raise DocumentError(f"DOC² did not accept {document.filename!r}: {_detail(response) or 'success: false'}")
         return body if isinstance(body, dict) else {"result": body}
 
+    def _untrusted(self, err: Exception) -> str:
+        return (
+            f"DOC² at {self.base_url}: TLS certificate not trusted ({_describe(err)}); "
+            f"set doc2.ca_file (or SSL_CERT_FILE) for a private CA"
+        )
+
     def _key_rejected(self, response: httpx.Response) -> str:
         return (
             f"DOC² at {self.base_url} rejected the API key (HTTP {response.status_code}): check the secret named in "
@@ -152,6 +169,18 @@ def _detail(response: httpx.Response) -> str:
             if key in body:
                 return str(body[key])[:300]
     return str(body)[:200]
+
+
+def _certificate_refused(err: BaseException) -> bool:
+    """True when the TLS handshake failed because the server's certificate was not trusted."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _describe(err: Exception) -> str:

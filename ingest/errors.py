@@ -9,6 +9,7 @@
     │   ├── Doc2Unavailable  DOC² keeps failing: the account stops for this run, its mail stays
     │   └── ConnectionLost   the mailbox connection broke: the account stops for this run
     └── DocumentError        one document or message cannot be imported (broken mail, DOC² refused it)
+        └── UnreadableMessage  its content cannot be read as it is; retrying changes nothing: failed folder at once
 
 Messages say what failed and where (file, account, folder, message) and never carry a secret value.
 """
@@ -50,3 +51,11 @@ class ConnectionLost(TransientError):
 
 class DocumentError(IngestError):
     """One message or document cannot be imported; the others go on."""
+
+
+class UnreadableMessage(DocumentError):
+    """A message whose content cannot be imported as it is (a damaged part, an absurd number of documents).
+
+    Its readable documents may already be in DOC²; the message goes to the failed folder at once with this reason,
+    because another attempt would read the same bytes and fail the same way.
+    """

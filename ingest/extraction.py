@@ -6,7 +6,9 @@ the Graph adapter hands over the file attachments Graph lists. Inline-image skip
 naming, the attachment filters and de-duplicating names therefore happen in one place.
 
 Nothing in a message can make extraction raise: a part that cannot be read is reported in
-``Extraction.skipped`` with the reason, and the other parts go on.
+``Extraction.skipped`` with the reason and ``damaged=True``, and the other parts go on (the pipeline then keeps
+the message out of the processed folder). Detached S/MIME and PGP signatures are skipped with the note
+"signature".
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import binascii
 import email.errors
 import email.policy
 import email.utils
+import functools
 import hashlib
 import logging
 import quopri
 import re
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
 from fnmatch import fnmatchcase
@@ -34,7 +38,8 @@ from tnefparse.tnef import TNEF
 
 from .errors import DocumentError
 from .filenames import DEFAULT_STEM, numbered_filename, sanitise_filename
-from .model import Document, Extraction, MessageHeaders, SkippedPart
+from .model import Blob, Document, Extraction, MessageHeaders, SkippedPart, as_blob
+from .rawmail import LeanMessage, RawMail, lean_message
 from .sniffing import is_tnef, sniff_content_type
 
 if TYPE_CHECKING:
@@ -47,11 +52,36 @@ MAX_NESTING_DEPTH = 20  # attached messages inside attached messages
 WHOLE_MESSAGE_PATH = "0"  # the mime_path of the whole message as .eml; parts are numbered from 1
 MESSAGE_TYPE = "message/rfc822"
 TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+# Detached signatures (multipart/signed): skipped with the note "signature", never uploaded as documents.
+SIGNATURE_TYPES = frozenset(
+    {"application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"}
+)
 # Far beyond anything a mail client writes; guards the walk against a crafted, absurdly deep tree.
 _MAX_MULTIPART_DEPTH = 64
 _FORWARDED_STEM = "forwarded message"
 
-_POLICY = email.policy.default
+
+class _ParsedHeaders(HeaderRegistry):
+    """The standard header registry with a cache: a part's Content-Type is asked for a dozen times while a message
+    is parsed and walked, and each time the standard policy parses it anew (most of the time extraction took).
+    Header objects are immutable strings, so handing out the same one for the same name and text changes nothing.
+    """
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        if len(value) > _CACHED_HEADER_LENGTH:
+            return super().__call__(name, value)
+        return _parsed_header(self, name, value)
+
+
+_CACHED_HEADER_LENGTH = 1000
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed_header(registry: HeaderRegistry, name: str, value: str) -> BaseHeader:
+    return HeaderRegistry.__call__(registry, name, value)
+
+
+_POLICY = email.policy.default.clone(header_factory=_ParsedHeaders())
 # Headers of attached messages are written back as they came, not refolded, so the .eml stays faithful.
 _SERIALISE_POLICY = email.policy.default.clone(refold_source="none", linesep="\r\n")
 
@@ -77,7 +107,7 @@ class Candidate:
     filename: str | None
     content_type: str
     mime_path: str
-    load: Callable[[], bytes]
+    load: Callable[[], bytes | Blob]  # a Blob for big content (a temporary file), else bytes
     size: int | None = None
     is_inline: bool = False
     content_id: str | None = None
@@ -121,7 +151,7 @@ class Candidate:
 
 def parse_headers(raw: bytes) -> MessageHeaders:
     """Message-ID, sender address, decoded subject and received date of a raw message."""
-    message = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
+    message = _parse(raw, headersonly=True)
     return MessageHeaders(
         message_id=_message_id(_raw_header(message, "message-id")),
         sender=_sender(message),
@@ -130,11 +160,42 @@ def parse_headers(raw: bytes) -> MessageHeaders:
     )
 
 
-def message_identity(headers: MessageHeaders, raw: bytes) -> str:
+def _parse(raw: bytes, *, headersonly: bool = False) -> Message:
+    """The parsed message. A stray line in the header block (neither a field nor a continuation) is left out, as
+    Dovecot and mail clients do: the parser would end the header there, and the Content-Type below it, with every
+    attachment, would silently vanish into a text body."""
+    message = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=headersonly)
+    if any(isinstance(defect, email.errors.MissingHeaderBodySeparatorDefect) for defect in message.defects):
+        repaired = _without_stray_header_lines(raw)
+        if repaired is not None:
+            message = BytesParser(policy=_POLICY).parsebytes(repaired, headersonly=headersonly)
+    return message
+
+
+# What the standard parser takes for a header line (email.feedparser's headerRE): "From ", a field name and a
+# colon, or a continuation.
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _without_stray_header_lines(raw: bytes) -> bytes | None:
+    end = _HEADER_END.search(raw)
+    if end is None:
+        return None  # no blank line at all: nothing tells where the header was meant to end
+    lines = raw[: end.start()].split(b"\n")
+    kept = [line for line in lines if _HEADER_LINE.match(line)]
+    if len(kept) == len(lines):
+        return None
+    return b"\n".join(kept) + raw[end.start() :]
+
+
+def message_identity(headers: MessageHeaders, raw: bytes | Blob | RawMail) -> str:
     """``mid:<Message-ID>``, or the SHA-256 of the raw bytes for a message without one."""
     if headers.message_id:
         return f"mid:{headers.message_id}"
-    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    if isinstance(raw, RawMail):
+        raw = raw.blob
+    return f"sha256:{raw.sha256() if isinstance(raw, Blob) else hashlib.sha256(raw).hexdigest()}"
 
 
 def decode_header_text(value: str) -> str:
@@ -376,35 +437,53 @@ def _content_id(part: Message) -> str | None:
 # --- the MIME walk -------------------------------------------------------------------------------------------
 
 
-def extract_from_mime(raw: bytes, options: ExtractionOptions, *, message_stem: str = "message") -> Extraction:
+def extract_from_mime(
+    raw: bytes | Blob | RawMail,
+    options: ExtractionOptions,
+    *,
+    message_stem: str = "message",
+    omitted_sizes: Mapping[str, int] | None = None,
+) -> Extraction:
     """The documents of a raw RFC 5322 message under the account's options and attachment filters.
 
-    ``message_stem`` names the .eml of a message without a subject.
+    ``message_stem`` names the .eml of a message without a subject. ``omitted_sizes`` names the parts (by
+    position, "2.1") the mailbox left out because they are over the size limit, with their size: the size filter
+    refuses them without reading them.
+
+    ``raw`` may be held in a temporary file (a Blob or RawMail): long base64 bodies are then decoded from it
+    straight into temporary files, never whole in memory (see :mod:`ingest.rawmail`).
     """
+    mail = RawMail.of(raw)
     candidates: list[Candidate] = []
     notes: list[SkippedPart] = []
     if options.import_ in ("message", "both"):
-        subject = parse_headers(raw).subject
+        subject = parse_headers(mail.header_block()).subject
         candidates.append(
-            Candidate.from_bytes(
+            Candidate(
                 _eml_name(subject),
                 MESSAGE_TYPE,
                 WHOLE_MESSAGE_PATH,
-                raw,
+                lambda: mail.blob,
+                mail.size,
                 fallback_stem=message_stem,
                 is_attachment=False,
                 trusted_type=True,
             )
         )
     if options.import_ in ("attachments", "both"):
-        walk = _Walk()
+        walk = _Walk(omitted_sizes=dict(omitted_sizes or {}))
         try:
-            _walk_message(BytesParser(policy=_POLICY).parsebytes(raw), "", 0, walk)
+            walk.lean = lean_message(mail)
+            _walk_message(_parse(walk.lean.skeleton), "", 0, walk)
         # The parts handle their own errors; this is the last line of defence for "never raises".
         except Exception as err:  # noqa: BLE001
             logger.warning("message structure could not be read: %s", type(err).__name__)
             walk.notes.append(
-                SkippedPart(f"{message_stem}.eml", f"message structure could not be read: {type(err).__name__}")
+                SkippedPart(
+                    f"{message_stem}.eml",
+                    f"message structure could not be read: {type(err).__name__}",
+                    damaged=True,
+                )
             )
         candidates.extend(walk.candidates)
         notes.extend(walk.notes)
@@ -418,6 +497,8 @@ def extract_from_mime(raw: bytes, options: ExtractionOptions, *, message_stem: s
 class _Walk:
     candidates: list[Candidate] = field(default_factory=list)
     notes: list[SkippedPart] = field(default_factory=list)
+    omitted_sizes: dict[str, int] = field(default_factory=dict)
+    lean: LeanMessage | None = None  # the long base64 runs cut out of the message before parsing
 
 
 @dataclass(frozen=True)
@@ -430,7 +511,7 @@ class _MessageContext:
 
 
 def _walk_message(message: Message, prefix: str, nesting: int, walk: _Walk) -> None:
-    context = _MessageContext(_body_ids(message), _referenced_cids(message), nesting)
+    context = _MessageContext(_body_ids(message), _referenced_cids(message, walk.lean), nesting)
     if message.get_content_maintype() == "multipart" and isinstance(message.get_payload(), list):
         for number, child in enumerate(message.get_payload(), 1):
             _visit(child, _child_path(prefix, number), context, walk, 1)
@@ -448,7 +529,9 @@ def _visit(part: Message, path: str, context: _MessageContext, walk: _Walk, dept
         maintype = part.get_content_maintype()
         if maintype == "multipart" and isinstance(payload, list):
             if depth > _MAX_MULTIPART_DEPTH:
-                walk.notes.append(SkippedPart(f"part {path}", "MIME structure nested too deeply: not read"))
+                walk.notes.append(
+                    SkippedPart(f"part {path}", "MIME structure nested too deeply: not read", damaged=True)
+                )
                 return
             for number, child in enumerate(payload, 1):
                 _visit(child, f"{path}.{number}", context, walk, depth + 1)
@@ -456,16 +539,30 @@ def _visit(part: Message, path: str, context: _MessageContext, walk: _Walk, dept
             _attached_message(part, path, context, walk)
         elif maintype == "message" and isinstance(payload, list):
             return  # delivery reports and the like: header blocks, not documents
+        elif maintype == "multipart" and _holds_nothing(part):
+            walk.notes.append(SkippedPart(f"part {path}", "empty multipart: no parts"))
         elif maintype == "multipart":
             # The parser found no boundary, so the parts inside cannot be told apart.
-            walk.notes.append(SkippedPart(f"part {path}", "broken multipart: boundary not found, parts not read"))
+            walk.notes.append(
+                SkippedPart(f"part {path}", "broken multipart: boundary not found, parts not read", damaged=True)
+            )
         else:
             _leaf(part, path, context, walk)
     except UndecodablePart as err:
-        walk.notes.append(SkippedPart(f"part {path}", f"could not be decoded: {err}"))
+        walk.notes.append(SkippedPart(f"part {path}", f"could not be decoded: {err}", damaged=True))
     except Exception as err:  # noqa: BLE001 - one malformed part must not cost the others
         logger.warning("MIME part %s could not be read: %s", path, type(err).__name__)
-        walk.notes.append(SkippedPart(f"part {path}", f"part could not be read: {type(err).__name__}"))
+        walk.notes.append(SkippedPart(f"part {path}", f"part could not be read: {type(err).__name__}", damaged=True))
+
+
+def _holds_nothing(part: Message) -> bool:
+    """True for a multipart whose text is blank but for its own delimiter lines (a multipart without parts)."""
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return False
+    boundary = part.get_boundary() or ""
+    delimiters = {f"--{boundary}", f"--{boundary}--"} if boundary else set()
+    return all(not line.strip() or line.strip() in delimiters for line in payload.splitlines())
 
 
 def _leaf(part: Message, path: str, context: _MessageContext, walk: _Walk) -> None:
@@ -479,27 +576,47 @@ def _leaf(part: Message, path: str, context: _MessageContext, walk: _Walk) -> No
     content_id = _content_id(part)
     referenced = content_id is not None and content_id.lower() in context.referenced_cids
     inline = disposition != "attachment" and (disposition == "inline" or referenced)
-    load = _part_loader(part)
+    if path in walk.omitted_sizes:  # not fetched: over the size limit, filtered on its size alone
+        walk.candidates.append(
+            Candidate(
+                filename,
+                content_type,
+                path,
+                _not_fetched,
+                walk.omitted_sizes[path],
+                is_inline=inline,
+                content_id=content_id,
+            )
+        )
+        return
+    load = _part_loader(part, walk.lean)
     if _is_tnef_part(content_type, filename, load):
         _tnef(filename, path, load, walk)
         return
     walk.candidates.append(Candidate(filename, content_type, path, load, is_inline=inline, content_id=content_id))
 
 
-def _is_tnef_part(content_type: str, filename: str | None, load: Callable[[], bytes]) -> bool:
+def _is_tnef_part(content_type: str, filename: str | None, load: Callable[[], bytes | Blob]) -> bool:
     name = (filename or "").lower()
     if content_type in TNEF_TYPES or name == "winmail.dat":
         return True
     if not name.endswith(".dat"):
         return False
     try:  # gateways rename winmail.dat (ATT00001.dat) and lose the type
-        return is_tnef(load())
+        return is_tnef(as_blob(load()).head(16))
     except UndecodablePart:
         return False
 
 
-def _part_loader(part: Message) -> Callable[[], bytes]:
-    def load() -> bytes:
+def _not_fetched() -> bytes:
+    raise UndecodablePart("content not fetched from the server")
+
+
+def _part_loader(part: Message, lean: LeanMessage | None = None) -> Callable[[], bytes | Blob]:
+    def load() -> bytes | Blob:
+        decoded = _lean_content(part, lean)
+        if decoded is not None:
+            return decoded
         try:
             content = part.get_payload(decode=True)
         except Exception as err:
@@ -511,8 +628,22 @@ def _part_loader(part: Message) -> Callable[[], bytes]:
     return load
 
 
+def _lean_content(part: Message, lean: LeanMessage | None) -> Blob | None:
+    """The part's bytes decoded straight from the runs the pre-pass cut out, or None (then the parser decodes
+    them: the part's payload has been given back its runs when it had any)."""
+    # The stored payload, as the parser keeps it: get_payload() would re-decode text that holds raw 8-bit bytes.
+    payload = getattr(part, "_payload", None)
+    if lean is None or not isinstance(payload, str) or not lean.holds_runs(payload):
+        return None
+    decoded = lean.decode(payload, str(part.get("content-transfer-encoding", "")).lower())
+    if isinstance(decoded, str):
+        part.set_payload(decoded)
+        return None
+    return decoded
+
+
 def _attached_message(part: Message, path: str, context: _MessageContext, walk: _Walk) -> None:
-    inner, data = _inner_message(part)
+    inner, data = _inner_message(part, walk.lean)
     name = _part_filename(part) or _eml_name(decode_header_text(_raw_header(inner, "subject") or ""))
     walk.candidates.append(
         Candidate.from_bytes(name, MESSAGE_TYPE, path, data, fallback_stem=_FORWARDED_STEM, trusted_type=True)
@@ -530,11 +661,13 @@ def _attached_message(part: Message, path: str, context: _MessageContext, walk: 
     _walk_message(inner, path, nesting, walk)
 
 
-def _inner_message(part: Message) -> tuple[Message, bytes]:
+def _inner_message(part: Message, lean: LeanMessage | None = None) -> tuple[Message, bytes]:
     inner = part.get_payload(0)
     if not isinstance(inner, Message):
         raise UndecodablePart("attached message has no content")
     data = _message_bytes(inner)
+    if lean is not None:
+        data = lean.restore(data)
     encoding = (_raw_header(part, "content-transfer-encoding") or "").strip().lower()
     # An encoded message/rfc822 is not allowed, but is sent; the parser takes the encoded text for the message.
     if encoding == "base64":
@@ -574,13 +707,14 @@ def _body_ids(message: Message) -> frozenset[int]:
 _CID_REFERENCE = re.compile(rb"cid:([^\"'\s<>()]+)", re.IGNORECASE)
 
 
-def _referenced_cids(message: Message) -> frozenset[str]:
+def _referenced_cids(message: Message, lean: LeanMessage | None = None) -> frozenset[str]:
     referenced: set[str] = set()
     for part in _own_leaves(message):
         if part.get_content_type() != "text/html":
             continue
         try:
-            html = part.get_payload(decode=True)
+            decoded = _lean_content(part, lean)
+            html = decoded.read() if decoded is not None else part.get_payload(decode=True)
         except Exception:  # noqa: BLE001 - an unreadable body references nothing
             html = None
         if isinstance(html, bytes):
@@ -609,10 +743,11 @@ class _TnefError(Exception):
     pass
 
 
-def _tnef(filename: str | None, path: str, load: Callable[[], bytes], walk: _Walk) -> None:
+def _tnef(filename: str | None, path: str, load: Callable[[], bytes | Blob], walk: _Walk) -> None:
     name = filename or "winmail.dat"
     try:
-        data = load()
+        loaded = load()
+        data = loaded if isinstance(loaded, bytes) else loaded.read()  # tnefparse reads from memory
     except UndecodablePart:
         # select_documents reports the undecodable part
         walk.candidates.append(Candidate(name, "application/vnd.ms-tnef", path, load))
@@ -707,23 +842,34 @@ def select_documents(candidates: Iterable[Candidate], options: ExtractionOptions
             continue
         name, content_type, content = outcome
         name = _unique_name(name, taken)
-        key = f"{candidate.mime_path}:{hashlib.sha256(content).hexdigest()[:16]}"
+        key = f"{candidate.mime_path}:{content.sha256()[:16]}"
         extraction.documents.append(Document(name, content_type, content, key))
     return extraction
 
 
-def _select(candidate: Candidate, options: ExtractionOptions) -> tuple[str, str, bytes] | SkippedPart:
+def _select(candidate: Candidate, options: ExtractionOptions) -> tuple[str, str, Blob] | SkippedPart:
     filters = options.filters
+    if candidate.is_attachment and _is_signature(candidate):
+        return SkippedPart(_declared_name(candidate), "signature")
     limit = filters.max_attachment_bytes if candidate.is_attachment else None
     if limit is not None and candidate.size is not None and candidate.size > limit:
         return SkippedPart(_declared_name(candidate), _too_large(filters))
     try:
-        content = candidate.load()
+        content = as_blob(candidate.load())
     except UndecodablePart as err:
-        return SkippedPart(_declared_name(candidate), f"could not be decoded: {err}")
-    if limit is not None and len(content) > limit:
+        return SkippedPart(_declared_name(candidate), f"could not be decoded: {err}", damaged=True)
+    outcome = _selected(candidate, options, content)
+    if isinstance(outcome, SkippedPart) and candidate.is_attachment:
+        content.close()  # a temporary file of a part left out goes at once
+    return outcome
+
+
+def _selected(candidate: Candidate, options: ExtractionOptions, content: Blob) -> tuple[str, str, Blob] | SkippedPart:
+    filters = options.filters
+    limit = filters.max_attachment_bytes if candidate.is_attachment else None
+    if limit is not None and content.size > limit:
         return SkippedPart(_declared_name(candidate), _too_large(filters))
-    if not content:
+    if not content.size:
         return SkippedPart(_declared_name(candidate), "empty file")
     content_type = (
         candidate.content_type
@@ -738,6 +884,15 @@ def _select(candidate: Candidate, options: ExtractionOptions) -> tuple[str, str,
         if reason is not None:
             return SkippedPart(name, reason)
     return name, content_type, content
+
+
+def _is_signature(candidate: Candidate) -> bool:
+    """A detached S/MIME or PGP signature: proof of the sender, not a document."""
+    declared = candidate.content_type.split(";", 1)[0].strip().lower()
+    if declared in SIGNATURE_TYPES:
+        return True
+    # Some gateways send smime.p7s as application/octet-stream; the name still says what it is.
+    return declared in ("", "application/octet-stream") and (candidate.filename or "").lower().endswith(".p7s")
 
 
 def _declared_name(candidate: Candidate) -> str:

@@ -7,22 +7,46 @@ recorded as uploaded. One failing message never stops the others; one failing ac
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .config import Config, GraphAccount, ImapAccount, Pop3Account
 from .doc2 import Doc2Client, UploadMetadata
-from .errors import AccountBusy, AccountError, ConnectionLost, Doc2Unavailable, IngestError, SecretError
+from .errors import (
+    AccountBusy,
+    AccountError,
+    ConnectionLost,
+    Doc2Unavailable,
+    IngestError,
+    SecretError,
+    UnreadableMessage,
+)
 from .extraction import message_passes_filters
 from .mailbox.base import Mailbox, MailItem
-from .model import MessageRef, custom_doc_id
+from .model import Document, Extraction, MessageRef, SkippedPart, custom_doc_id
 from .report import AccountReport, MessageProblem, PlannedDocument, RunReport
 from .secrets import SecretSource
 from .state import StateStore
 
 log = logging.getLogger(__name__)
+
+# More documents than this in one message is not a mail anyone sends by hand (a zip-bomb-like part count): the
+# message goes to the failed folder with the reason instead of flooding DOC².
+MAX_DOCUMENTS_PER_MESSAGE = 500
+
+# Uploads of different messages overlap while the next messages are read. Only the calling thread talks to the
+# mailbox (imapclient is not thread-safe) and to the state store; the pool's threads only upload.
+DOC2_CONCURRENCY = 4  # uploads in flight to DOC² at once: one pool per run, shared by its accounts
+MAILBOX_CONCURRENCY = 4  # uploads in flight for one mailbox
+MAX_MESSAGES_IN_FLIGHT = 32  # messages read whose uploads are not all recorded yet...
+MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # ...and their size (bigger documents wait in temporary files anyway)
+SETTLE_BATCH = 50  # messages moved together (one UID MOVE) once all their documents are recorded
 
 AnyAccount = GraphAccount | ImapAccount | Pop3Account
 MailboxFactory = Callable[[AnyAccount], Mailbox]
@@ -48,11 +72,13 @@ class Pipeline:
         self._open_doc2 = open_doc2
         self._deadline = deadline
         self._clock = clock
+        self._uploads: ThreadPoolExecutor | None = None  # the run's upload pool (per DOC²)
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
         doc2: Doc2Client | None = None
         with ExitStack() as stack:
+            stack.callback(setattr, self, "_uploads", None)
             for account in accounts:
                 if doc2 is None and not dry_run:
                     try:
@@ -61,6 +87,7 @@ class Pipeline:
                         report.accounts += [_account_failed(a, str(err)) for a in accounts[len(report.accounts) :]]
                         log.error("DOC² client not available: %s", err)
                         break
+                    self._uploads = stack.enter_context(_upload_pool())
                 report.accounts.append(self.run_account(account, doc2, dry_run=dry_run))
         report.duration_seconds = time.time() - report.started_at
         return report
@@ -100,27 +127,74 @@ class Pipeline:
         self, account: AnyAccount, doc2: Doc2Client | None, report: AccountReport, *, dry_run: bool
     ) -> None:
         remembered = self.state.settled_keys(account.name)
-        with self._open_mailbox(account) as mailbox:
+        with ExitStack() as stack:
+            mailbox = stack.enter_context(self._open_mailbox(account))
+            flight: _Flight | None = None
+            if not dry_run and doc2 is not None:
+                pool = self._uploads or stack.enter_context(_upload_pool())
+                flight = _Flight(self, account, mailbox, doc2, report, pool)
             refs = list(mailbox.list_messages())
-            for index, ref in enumerate(refs):
-                if ref.key in remembered and account.type == "pop3":
-                    report.messages_remembered += 1
-                    if not dry_run and getattr(account, "delete_after_import", False):
-                        mailbox.settle(ref, "processed")
-                    continue
-                if self._deadline is not None and time.monotonic() > self._deadline:
-                    report.messages_deferred += len(refs) - index
-                    report.outcome = "partial"
-                    report.notes.append("time budget of this run used up; the rest waits for the next run")
-                    break
-                try:
-                    self._process_message(account, mailbox, doc2, ref, report, dry_run=dry_run)
-                except (Doc2Unavailable, ConnectionLost) as err:
-                    report.messages_deferred += len(refs) - index - 1
-                    report.outcome = "partial"
-                    report.error = str(err)
-                    log.error("account %s: stopping this run: %s", account.name, err)
-                    break
+            try:
+                self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, dry_run=dry_run)
+            except BaseException:
+                if flight is not None:
+                    flight.abandon()  # record what reached DOC²; move nothing
+                raise
+
+    def _process_refs(
+        self,
+        account: AnyAccount,
+        mailbox: Mailbox,
+        doc2: Doc2Client | None,
+        refs: list[MessageRef],
+        remembered: set[str],
+        report: AccountReport,
+        flight: _Flight | None,
+        *,
+        dry_run: bool,
+    ) -> None:
+        stop: IngestError | None = None  # why this run of the account ends early
+        left = 0  # messages not started
+        for index, ref in enumerate(refs):
+            if ref.key in remembered and account.type == "pop3":
+                report.messages_remembered += 1
+                if not dry_run and getattr(account, "delete_after_import", False) and self._imported(account, ref):
+                    mailbox.settle(ref, "processed")  # a failed message stays on the server for good
+                continue
+            if flight is not None and flight.doc2_down is not None:
+                stop, left = flight.doc2_down, len(refs) - index
+                break
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                report.messages_deferred += len(refs) - index
+                report.outcome = "partial"
+                report.notes.append("time budget of this run used up; the rest waits for the next run")
+                break
+            try:
+                self._process_message(account, mailbox, doc2, ref, report, flight, dry_run=dry_run)
+                if flight is not None:
+                    flight.make_room()
+            except (Doc2Unavailable, ConnectionLost) as err:
+                stop, left = err, len(refs) - index - 1
+                break
+        if flight is not None:
+            try:
+                if isinstance(stop, ConnectionLost):
+                    flight.abandon()  # record what reached DOC²; the mailbox connection is gone: move nothing
+                else:
+                    flight.finish()  # the uploads in flight end, the messages they complete are settled
+            except ConnectionLost as err:
+                flight.abandon()
+                stop = stop or err
+            stop = stop or flight.doc2_down
+        if stop is not None:
+            report.messages_deferred += left
+            report.outcome = "partial"
+            report.error = str(stop)
+            log.error("account %s: stopping this run: %s", account.name, stop)
+
+    def _imported(self, account: AnyAccount, ref: MessageRef) -> bool:
+        state = self.state.message(account.name, ref.key)
+        return state is not None and state.status == "processed"
 
     def _process_message(
         self,
@@ -129,9 +203,11 @@ class Pipeline:
         doc2: Doc2Client | None,
         ref: MessageRef,
         report: AccountReport,
+        flight: _Flight | None = None,
         *,
         dry_run: bool,
     ) -> None:
+        """Read and extract one message and start its uploads; ``flight`` settles it once they are recorded."""
         now = self._clock()
         where = f"account {account.name} message {ref.key}"
         if ref.headers is not None and (reason := message_passes_filters(ref.headers, account.filters, now)):
@@ -147,58 +223,87 @@ class Pipeline:
             if reason:
                 report.messages_seen -= 1
                 report.messages_skipped_by_filter += 1
+                _close(item)
                 return
-            uploaded = self._upload_documents(account, doc2, ref, item, report, dry_run=dry_run)
-            if dry_run:
+            work = self._plan_uploads(account, ref, item, report, where, dry_run=dry_run or flight is None)
+            if dry_run or flight is None:
+                work.close()
+                if work.damaged:
+                    raise _damage(work, dry_run=True)
                 return
-            mailbox.settle(ref, "processed")
-            self.state.record_settled(account.name, ref.key, identity, "processed", None)
-            if uploaded or self.state.uploaded(account.name, identity):
-                report.messages_imported += 1
-            else:
-                report.messages_without_documents += 1
-            log.info("%s: settled as processed (%d documents uploaded now)", where, uploaded)
-        except Doc2Unavailable as err:
+        except Exception as err:  # noqa: BLE001 - every failure is dispatched (and logged once) below
+            self._message_failed(account, mailbox, ref, identity, report, where, err, dry_run=dry_run)
+            return
+        flight.start(work)
+
+    def _message_failed(
+        self,
+        account: AnyAccount,
+        mailbox: Mailbox,
+        ref: MessageRef,
+        identity: str | None,
+        report: AccountReport,
+        where: str,
+        err: Exception,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        """Count a failed attempt of one message (or not), as its failure calls for; re-raise what stops the run."""
+        if isinstance(err, Doc2Unavailable):
             # DOC² is down: this message's attempt counts (after max_attempts it goes to the failed folder),
             # and the caller stops the account for this run instead of trying every other message too.
             if not dry_run:
                 self._count_failure(account, mailbox, ref, identity, report, where, str(err))
-            raise
-        except (AccountError, ConnectionLost):
-            raise  # not this message's fault: no attempt counted, nothing moved
-        except IngestError as err:
+            raise err
+        if isinstance(err, (AccountError, ConnectionLost)):
+            raise err  # not this message's fault: no attempt counted, nothing moved
+        if isinstance(err, UnreadableMessage):
+            # The same bytes fail the same way on every attempt: to the failed folder now, with the reason.
+            if dry_run:
+                report.problems.append(MessageProblem(ref.key, str(err)))
+                return
+            self._count_failure(account, mailbox, ref, identity, report, where, str(err), final=True)
+        elif isinstance(err, IngestError):
             if dry_run:
                 report.problems.append(MessageProblem(ref.key, str(err)))
                 return
             self._count_failure(account, mailbox, ref, identity, report, where, str(err))
-        except Exception as err:
-            log.exception("%s: unexpected error", where)
+        else:
+            log.error("%s: unexpected error", where, exc_info=err)
             if not dry_run:
                 self._count_failure(
                     account, mailbox, ref, identity, report, where, f"unexpected {type(err).__name__}: {err}"
                 )
 
-    def _upload_documents(
+    def _plan_uploads(
         self,
         account: AnyAccount,
-        doc2: Doc2Client | None,
         ref: MessageRef,
         item: MailItem,
         report: AccountReport,
+        where: str,
         *,
         dry_run: bool,
-    ) -> int:
+    ) -> _Message:
+        """The documents of a message not yet in DOC², each with its custom_doc_id and metadata."""
         extraction = item.extract(account)
+        work = _Message(ref, item, item.identity, where, extraction)
         report.documents_skipped += len(extraction.skipped)
+        if len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
+            work.close()
+            raise UnreadableMessage(
+                f"{len(extraction.documents)} documents in one message, more than {MAX_DOCUMENTS_PER_MESSAGE}: "
+                "nothing uploaded; check the message by hand"
+            )
+        work.damaged = [part for part in extraction.skipped if part.damaged]
         done = self.state.uploaded(account.name, item.identity)
         headers = item.headers
-        uploaded = 0
         for document in extraction.documents:
             doc_id = custom_doc_id(account.name, item.identity, document.key)
             if doc_id in done:
                 report.documents_already_in_doc2 += 1
                 continue
-            if dry_run or doc2 is None:
+            if dry_run:
                 report.planned.append(PlannedDocument(ref.key, document.filename, document.content_type, document.size))
                 continue
             metadata = UploadMetadata(
@@ -209,12 +314,57 @@ class Pipeline:
                 email_message_id=headers.message_id,
                 mailbox=account.name,
             )
-            answer = doc2.upload(document, account.source, metadata)
-            self.state.record_upload(account.name, item.identity, doc_id, document.filename, _doc2_id(answer))
-            uploaded += 1
+            work.uploads.append(_Upload(document, metadata))
+        return work
+
+    def _complete(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, work: _Message) -> bool:
+        """Record the uploads of a message whose uploads all ended (state first); True when it may be settled.
+
+        Raises what stops the account (Doc2Unavailable, AccountError), after recording what did reach DOC².
+        """
+        failures: list[BaseException] = []
+        for upload in work.uploads:
+            error = upload.error()
+            if error is not None:
+                failures.append(error)
+                continue
+            answer = upload.answer()
+            self.state.record_upload(
+                account.name, work.identity, upload.metadata.custom_doc_id, upload.document.filename, _doc2_id(answer)
+            )
+            work.uploaded += 1
             report.documents_uploaded += 1
-            report.bytes_uploaded += document.size
-        return uploaded
+            report.bytes_uploaded += upload.document.size
+        work.close()
+        if failures:
+            err = min(failures, key=_seriousness)
+            if isinstance(err, Exception):
+                self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, err)
+                return False
+            raise err
+        if work.damaged:
+            self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, _damage(work))
+            return False
+        return True
+
+    def _settle(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[_Message]) -> None:
+        """Move messages whose documents are all recorded to the processed folder (one command where the mailbox
+        can), then record them as settled."""
+        if not batch:
+            return
+        settle_many = getattr(mailbox, "settle_many", None)
+        if settle_many is not None:
+            settle_many([work.ref for work in batch], "processed")
+        else:
+            for work in batch:
+                mailbox.settle(work.ref, "processed")
+        for work in batch:
+            self.state.record_settled(account.name, work.ref.key, work.identity, "processed", None)
+            if work.uploaded or self.state.uploaded(account.name, work.identity):
+                report.messages_imported += 1
+            else:
+                report.messages_without_documents += 1
+            log.info("%s: settled as processed (%d documents uploaded now)", work.where, work.uploaded)
 
     def _count_failure(
         self,
@@ -225,13 +375,16 @@ class Pipeline:
         report: AccountReport,
         where: str,
         error: str,
+        *,
+        final: bool = False,
     ) -> None:
         attempts = self.state.record_failure(account.name, ref.key, identity, error)
         report.messages_failed += 1
-        problem = MessageProblem(ref.key, f"attempt {attempts}/{account.max_attempts}: {error}")
+        prefix = "not retried" if final else f"attempt {attempts}/{account.max_attempts}"
+        problem = MessageProblem(ref.key, f"{prefix}: {error}")
         report.problems.append(problem)
-        log.warning("%s: attempt %d/%d failed: %s", where, attempts, account.max_attempts, error)
-        if attempts < account.max_attempts:
+        log.warning("%s: %s failed: %s", where, prefix, error)
+        if attempts < account.max_attempts and not final:
             return
         try:
             mailbox.settle(ref, "failed")
@@ -241,7 +394,7 @@ class Pipeline:
         self.state.record_settled(account.name, ref.key, identity, "failed", error)
         problem.moved_to_failed = True
         report.messages_moved_to_failed += 1
-        log.error("%s: moved to the failed folder %r after %d attempts", where, account.failed_folder, attempts)
+        log.error("%s: moved to the failed folder %r after %d attempt(s)", where, account.failed_folder, attempts)
 
 
 def _doc2_id(answer: dict[str, object]) -> str | None:
@@ -253,3 +406,213 @@ def _doc2_id(answer: dict[str, object]) -> str | None:
 
 def _account_failed(account: AnyAccount, error: str) -> AccountReport:
     return AccountReport(account=account.name, type=account.type, outcome="account_failed", error=error)
+
+
+# --- uploads in flight -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Upload:
+    document: Document
+    metadata: UploadMetadata
+    future: Future[dict[str, Any]] | None = None
+
+    def error(self) -> BaseException | None:
+        return self.future.exception() if self.future is not None else None
+
+    def answer(self) -> dict[str, Any]:
+        return self.future.result() if self.future is not None else {}
+
+
+@dataclass
+class _Message:
+    """A message read and extracted, its uploads on their way."""
+
+    ref: MessageRef
+    item: MailItem
+    identity: str
+    where: str
+    extraction: Extraction
+    uploads: list[_Upload] = field(default_factory=list)
+    damaged: list[SkippedPart] = field(default_factory=list)
+    uploaded: int = 0
+
+    @property
+    def done(self) -> bool:
+        return all(upload.future is None or upload.future.done() for upload in self.uploads)
+
+    @property
+    def size(self) -> int:
+        return self.ref.size or sum(upload.document.size for upload in self.uploads)
+
+    def close(self) -> None:
+        """Delete the temporary files of big documents and of a big message."""
+        self.extraction.close()
+        _close(self.item)
+
+
+class _Flight:
+    """The messages of one account whose uploads run on the DOC² pool while the next ones are read.
+
+    Only the calling thread touches the mailbox (imapclient is not thread-safe) and the state store; the pool
+    threads only upload. Bounds: ``MAILBOX_CONCURRENCY`` uploads of this mailbox at once (and the pool's
+    ``DOC2_CONCURRENCY`` for DOC²), ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes read and
+    not yet recorded. Until the first upload of the run succeeds, one message at a time: a rejected key or a DOC²
+    that is down costs one request, not a burst. Settled messages are moved ``SETTLE_BATCH`` at a time.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        account: AnyAccount,
+        mailbox: Mailbox,
+        doc2: Doc2Client,
+        report: AccountReport,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self._pipeline = pipeline
+        self._account = account
+        self._mailbox = mailbox
+        self._doc2 = doc2
+        self._report = report
+        self._pool = pool
+        self._permits = threading.BoundedSemaphore(MAILBOX_CONCURRENCY)
+        self._messages: list[_Message] = []
+        self._to_settle: list[_Message] = []
+        self._proven = False
+        # A mailbox that moves many messages in one command (IMAP) settles them in batches; any other settles
+        # each message as soon as its documents are recorded.
+        self._batch = SETTLE_BATCH if callable(getattr(mailbox, "settle_many", None)) else 1
+        self.doc2_down: Doc2Unavailable | None = None
+
+    def start(self, work: _Message) -> None:
+        for upload in work.uploads:
+            self._permits.acquire()
+            try:
+                upload.future = self._pool.submit(self._upload, upload)
+            except BaseException:
+                self._permits.release()
+                raise
+        self._messages.append(work)
+        self._collect()
+
+    def make_room(self) -> None:
+        """Wait until another message may be read (bounds, and one at a time until DOC² answered)."""
+        while self._messages and (
+            not self._proven
+            or len(self._messages) >= MAX_MESSAGES_IN_FLIGHT
+            or sum(work.size for work in self._messages) >= MAX_BYTES_IN_FLIGHT
+        ):
+            self._wait()
+            self._collect()
+        if len(self._to_settle) >= self._batch:
+            self._flush()
+
+    def finish(self) -> None:
+        """Wait for every upload in flight, record them, and settle the messages they complete."""
+        while self._messages:
+            self._wait()
+            self._collect()
+        self._flush()
+
+    def abandon(self) -> None:
+        """The run stops: wait for the uploads in flight and record what reached DOC²; move nothing."""
+        for work in self._messages:
+            wait([upload.future for upload in work.uploads if upload.future is not None])
+            self._record_successes(work)
+            work.close()
+        deferred = len(self._messages) + len(self._to_settle)
+        self._report.messages_deferred += deferred
+        self._report.messages_seen -= deferred
+        self._messages.clear()
+        self._to_settle.clear()
+
+    def _upload(self, upload: _Upload) -> dict[str, Any]:
+        try:
+            return self._doc2.upload(upload.document, self._account.source, upload.metadata)
+        finally:
+            self._permits.release()
+
+    def _wait(self) -> None:
+        pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
+        if pending:
+            wait(pending, return_when=FIRST_COMPLETED)
+
+    def _collect(self) -> None:
+        """Record every message whose uploads have all ended; queue it for settling or count its failure."""
+        finished = [work for work in self._messages if work.done]
+        if not finished:
+            return
+        self._messages = [work for work in self._messages if not work.done]
+        for work in finished:
+            if any(upload.error() is None for upload in work.uploads if upload.future is not None):
+                self._proven = True
+            if self.doc2_down is not None and any(isinstance(u.error(), Doc2Unavailable) for u in work.uploads):
+                # DOC² is down and that is counted once already: this message just waits for the next run.
+                self._record_successes(work)
+                work.close()
+                self._report.messages_seen -= 1
+                self._report.messages_deferred += 1
+                continue
+            try:
+                if self._pipeline._complete(self._account, self._mailbox, self._report, work):
+                    self._to_settle.append(work)
+            except Doc2Unavailable as err:
+                self.doc2_down = err
+
+    def _record_successes(self, work: _Message) -> None:
+        for upload in work.uploads:
+            if upload.future is not None and upload.error() is None:
+                self._pipeline.state.record_upload(
+                    self._account.name,
+                    work.identity,
+                    upload.metadata.custom_doc_id,
+                    upload.document.filename,
+                    _doc2_id(upload.answer()),
+                )
+                self._report.documents_uploaded += 1
+                self._report.bytes_uploaded += upload.document.size
+
+    def _flush(self) -> None:
+        batch, self._to_settle = self._to_settle, []
+        try:
+            self._pipeline._settle(self._account, self._mailbox, self._report, batch)
+        except BaseException:
+            self._report.messages_deferred += len(batch)
+            self._report.messages_seen -= len(batch)
+            raise
+
+
+def _upload_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=DOC2_CONCURRENCY, thread_name_prefix="doc2-upload")
+
+
+def _seriousness(err: BaseException) -> int:
+    """Which failure of a message's uploads decides: the one that stops the account, then DOC² down, then the rest."""
+    if isinstance(err, AccountError):
+        return 0
+    if isinstance(err, Doc2Unavailable):
+        return 1
+    if isinstance(err, IngestError):
+        return 2
+    return 3 if isinstance(err, Exception) else -1
+
+
+def _damage(work: _Message, *, dry_run: bool = False) -> UnreadableMessage:
+    # Never settle as processed with a document missing: the readable ones are in DOC² now (and recorded, so a
+    # later attempt does not upload them again); the message itself goes to the failed folder.
+    damaged = work.damaged
+    listed = "; ".join(f"{part.filename}: {part.reason}" for part in damaged[:5])
+    more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+    if dry_run:
+        return UnreadableMessage(f"{len(damaged)} part(s) could not be read ({listed}{more})")
+    return UnreadableMessage(
+        f"{len(damaged)} part(s) could not be read ({listed}{more}); "
+        f"{len(work.extraction.documents)} readable document(s) of it are in DOC²"
+    )
+
+
+def _close(item: object) -> None:
+    close = getattr(item, "close", None)
+    if callable(close):
+        close()

@@ -12,8 +12,11 @@ import logging
 import mimetypes
 import re
 import zipfile
+from typing import BinaryIO
 
 import filetype
+
+from .model import Blob
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +40,18 @@ _TEXTUAL_APPLICATION_TYPES = frozenset(
 _BUILTIN_TYPES = mimetypes.MimeTypes()
 
 
-def sniff_content_type(content: bytes, declared: str | None = None, filename: str | None = None) -> str:
-    """The best content type for ``content``; ``declared`` and ``filename`` only break ties and fill gaps."""
+def sniff_content_type(content: bytes | Blob, declared: str | None = None, filename: str | None = None) -> str:
+    """The best content type for ``content``; ``declared`` and ``filename`` only break ties and fill gaps.
+
+    For a Blob only its first bytes are read (and, for a ZIP, the archive's directory).
+    """
+    if isinstance(content, Blob):
+        whole: bytes | Blob = content.read() if content.in_memory else content
+        content = whole if isinstance(whole, bytes) else whole.head(_SNIFF_BYTES + 1)
+    else:
+        whole = content
     declared_type = _normalise(declared)
-    sniffed = _magic(content) or _filetype_guess(content)
+    sniffed = _magic(content, whole) or _filetype_guess(content)
     if sniffed == "application/zip" and (
         declared_type.endswith("+zip") or declared_type.startswith("application/vnd.")
     ):
@@ -80,7 +91,7 @@ def _from_extension(filename: str | None) -> str | None:
     return guessed
 
 
-def _magic(content: bytes) -> str | None:
+def _magic(content: bytes, whole: bytes | Blob) -> str | None:
     head = content[:_SNIFF_BYTES]
     if head.startswith(b"%PDF-"):
         return "application/pdf"
@@ -91,7 +102,7 @@ def _magic(content: bytes) -> str | None:
     if head.startswith((b"II*\x00", b"MM\x00*")):
         return "image/tiff"
     if head.startswith(b"PK\x03\x04"):
-        return _zip_type(content)
+        return _zip_type(whole)
     if head.startswith(_TNEF_SIGNATURE):
         return "application/vnd.ms-tnef"
     markup = _markup_type(head)
@@ -116,9 +127,14 @@ def _markup_type(head: bytes) -> str | None:
     return None
 
 
-def _zip_type(content: bytes) -> str:
+def _zip_type(content: bytes | Blob) -> str:
+    with io.BytesIO(content) if isinstance(content, bytes) else content.open() as source:
+        return _zip_archive_type(source)
+
+
+def _zip_archive_type(source: BinaryIO) -> str:
     try:
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        with zipfile.ZipFile(source) as archive:
             names = archive.namelist()
             if "mimetype" in names:
                 declared = archive.read("mimetype")[:100].decode("ascii", "replace").strip()

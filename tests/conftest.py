@@ -16,6 +16,8 @@ from tests.support.ca import TestCA, make_test_ca
 from tests.support.doc2_server import Doc2Server
 from tests.support.dovecot import Dovecot, MailUser, find_dovecot_binary
 
+pytest_plugins = ["tests.security.secret_scan"]  # no secret value in any log, output, report or error text
+
 _user_numbers = itertools.count(1)
 
 

@@ -7,7 +7,7 @@ import imaplib
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from imapclient import IMAPClient
@@ -16,8 +16,9 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from ..config import ImapAccount
 from ..errors import AccountError, ConnectionLost, DocumentError
 from ..extraction import parse_headers
-from ..model import MessageRef
+from ..model import BlobWriter, FileBlob, MessageRef
 from ..tls import client_context
+from . import imap_sections
 from ._errors import describe, server_text
 from .base import Outcome
 from .mime import MimeMailItem
@@ -29,6 +30,11 @@ LIST_CHUNK = 500  # UIDs per FETCH of sizes and headers
 PREFETCH_MESSAGES = 25  # whole messages fetched in one round trip...
 PREFETCH_BYTES = 16 * 1024 * 1024  # ...up to this many bytes
 _HEADER_FIELDS = b"BODY[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]"
+# A message larger than this is fetched in pieces into a temporary file, never whole in memory.
+LARGE_MESSAGE_BYTES = 8 * 1024 * 1024
+FETCH_PIECE_BYTES = 4 * 1024 * 1024  # one partial FETCH (BODY.PEEK[]<offset.length>) of a large message
+SETTLE_CHUNK = 500  # UIDs per UID MOVE when messages are settled together
+SECTIONS_PER_FETCH = 200  # sections of one message per FETCH command when parts are left out (line length)
 _NETWORK_ERRORS = (OSError, imaplib.IMAP4.abort, ssl.SSLError, socket.timeout)
 
 TokenSource = Callable[[], str]
@@ -47,12 +53,16 @@ class ImapMailbox:
         self._sizes: dict[int, int] = {}
         self._order: list[int] = []
         self._prefetched: dict[int, bytes] = {}
+        self._folders_seen: set[str] = set()  # target folders known to exist in this session
         self._where = f"IMAP {account.host}:{account.effective_port} (account {account.name!r})"
 
     # -- session ---------------------------------------------------------------------------------------------
 
     def __enter__(self) -> ImapMailbox:
         self._client = self._connect()
+        # imapclient sets imaplib's debug level to 5, so imaplib formats every response (whole messages) with
+        # repr() for a debug log nobody reads: three quarters of the CPU of a FETCH, and mail content in a log.
+        self._client._imap.debug = 0
         self._login()
         self._delimiter = self._find_delimiter()
         return self
@@ -176,12 +186,52 @@ class ImapMailbox:
     def read(self, ref: MessageRef) -> MimeMailItem:
         uid = int(ref.ref)
         raw = self._prefetched.pop(uid, None)
+        if raw is None and self._may_hold_oversized(uid):
+            item = self._read_without_oversized(uid)
+            if item is not None:
+                return item
+        if raw is None and self._sizes.get(uid, 0) > LARGE_MESSAGE_BYTES:
+            return MimeMailItem(self._fetch_to_file(uid))
         if raw is None:
             self._prefetch_from(uid)
             raw = self._prefetched.pop(uid, None)
         if raw is None:
             raise DocumentError(f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched")
         return MimeMailItem(raw)
+
+    def _fetch_to_file(self, uid: int) -> FileBlob:
+        """A large message, fetched piece by piece (partial FETCH) into a temporary file."""
+        client = self._require()
+        writer = BlobWriter(memory_limit=0)
+        offset = 0
+        try:
+            while True:
+                answer = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
+                piece = answer.get(f"BODY[]<{offset}>".encode())
+                if piece is None:
+                    if offset == 0:
+                        raise DocumentError(
+                            f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched"
+                        )
+                    break
+                writer.write(piece)
+                offset += len(piece)
+                if len(piece) < FETCH_PIECE_BYTES:
+                    break
+        except _NETWORK_ERRORS as err:
+            writer.abort()
+            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+        except IMAPClientError as err:
+            writer.abort()
+            raise DocumentError(f"{self._where}: server refused to give message UID {uid}: {describe(err)}") from err
+        except BaseException:
+            writer.abort()
+            raise
+        blob = writer.finish()
+        if not isinstance(blob, FileBlob):  # memory_limit=0: every byte went to the file
+            raise RuntimeError("a large message was not spooled to a file")
+        log.debug("%s: UID %d fetched into a temporary file (%d bytes)", self._where, uid, blob.size)
+        return blob
 
     def _prefetch_from(self, uid: int) -> None:
         """Fetch this message and the next few in one round trip (bounded by count and bytes)."""
@@ -194,7 +244,12 @@ class ImapMailbox:
             batch, total = [], 0
             for candidate in self._order[position:]:
                 size = self._sizes.get(candidate, 0)
-                if batch and (len(batch) >= PREFETCH_MESSAGES or total + size > PREFETCH_BYTES):
+                if batch and (
+                    len(batch) >= PREFETCH_MESSAGES
+                    or total + size > PREFETCH_BYTES
+                    or size > LARGE_MESSAGE_BYTES
+                    or self._may_hold_oversized(candidate)
+                ):
                     break
                 batch.append(candidate)
                 total += size
@@ -209,30 +264,83 @@ class ImapMailbox:
             if body is not None:
                 self._prefetched[fetched_uid] = bytes(body)
 
+    def _may_hold_oversized(self, uid: int) -> bool:
+        """True when a part of this message may be over the size limit: look at its structure before fetching."""
+        limit = self.account.filters.max_attachment_bytes
+        # The whole message as .eml is not subject to the attachment filters: then it is fetched whole.
+        return limit is not None and self.account.import_ == "attachments" and self._sizes.get(uid, 0) > limit
+
+    def _read_without_oversized(self, uid: int) -> MimeMailItem | None:
+        """The message without the parts that are over the size limit, or None when it has none (or its
+        structure is not understood): then it is fetched whole as usual."""
+        client = self._require()
+        limit = self.account.filters.max_attachment_bytes or 0
+        try:
+            answer = client.fetch([uid], ["BODYSTRUCTURE"]).get(uid, {})
+            plan = imap_sections.plan(answer[b"BODYSTRUCTURE"], limit) if b"BODYSTRUCTURE" in answer else None
+            if plan is None:
+                return None
+            fetched: dict[bytes, bytes] = {}
+            for start in range(0, len(plan.items), SECTIONS_PER_FETCH):
+                fetched.update(client.fetch([uid], plan.items[start : start + SECTIONS_PER_FETCH]).get(uid, {}))
+            raw = imap_sections.assemble(plan, fetched)
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+        except (IMAPClientError, imap_sections.StructureError, ValueError, IndexError, TypeError) as err:
+            log.warning("%s: UID %d: structure not usable (%s); fetching it whole", self._where, uid, describe(err))
+            return None
+        log.info(
+            "%s: UID %d: %d part(s) over the size limit left on the server (%s)",
+            self._where,
+            uid,
+            len(plan.omitted),
+            ", ".join(f"part {section}: at least {size} bytes" for section, size in sorted(plan.omitted.items())),
+        )
+        return MimeMailItem(raw, omitted_sizes=plan.omitted)
+
     # -- settling --------------------------------------------------------------------------------------------
 
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
-        client = self._require()
+        self.settle_many([ref], outcome)
+
+    def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> None:
+        """Settle several messages with one command: UID MOVE of their UID set (without MOVE: COPY, \\Deleted and
+        UID EXPUNGE of those UIDs only)."""
+        if not refs:
+            return
         target = self.account.processed_folder if outcome == "processed" else self.account.failed_folder
-        uid = int(ref.ref)
+        uids = [int(ref.ref) for ref in refs]
+        what = f"UID {uids[0]}" if len(uids) == 1 else f"{len(uids)} UIDs ({uids[0]}...)"
         try:
             self._ensure_folder(target)
-            if client.has_capability("MOVE"):
-                client.move([uid], self._server_path(target))
-            else:
-                client.copy([uid], self._server_path(target))
-                client.add_flags([uid], [b"\\Deleted"], silent=True)
-                if client.has_capability("UIDPLUS"):
-                    client.uid_expunge([uid])  # expunges only this UID
-                else:
-                    log.warning("%s: server lacks UIDPLUS; UID %d flagged \\Deleted, not expunged", self._where, uid)
+            for start in range(0, len(uids), SETTLE_CHUNK):
+                self._move(uids[start : start + SETTLE_CHUNK], self._server_path(target))
         except _NETWORK_ERRORS as err:
-            raise ConnectionLost(f"{self._where}: connection lost while moving UID {uid}: {describe(err)}") from err
+            raise ConnectionLost(f"{self._where}: connection lost while moving {what}: {describe(err)}") from err
         except IMAPClientError as err:
-            raise AccountError(f"{self._where}: cannot move UID {uid} to {target!r}: {describe(err)}") from err
-        self._prefetched.pop(uid, None)
+            raise AccountError(f"{self._where}: cannot move {what} to {target!r}: {describe(err)}") from err
+        for uid in uids:
+            self._prefetched.pop(uid, None)
+
+    def _move(self, uids: list[int], path: str) -> None:
+        client = self._require()
+        if client.has_capability("MOVE"):
+            client.move(uids, path)
+            return
+        client.copy(uids, path)
+        client.add_flags(uids, [b"\\Deleted"], silent=True)
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)  # expunges only these UIDs
+        else:
+            log.warning("%s: server lacks UIDPLUS; UIDs %s flagged \\Deleted, not expunged", self._where, uids)
 
     def _ensure_folder(self, folder: str) -> None:
+        if folder in self._folders_seen:
+            return
+        self._create_folder(folder)
+        self._folders_seen.add(folder)
+
+    def _create_folder(self, folder: str) -> None:
         client = self._require()
         path = self._server_path(folder)
         if client.folder_exists(path):

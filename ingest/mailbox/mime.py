@@ -1,25 +1,41 @@
-"""A message fetched whole as RFC 822 bytes (IMAP, POP3): one extraction path for both."""
+"""A message fetched whole as RFC 822 bytes (IMAP, POP3): one extraction path for both.
+
+The bytes are in memory, or in a temporary file for a big message (see :class:`~ingest.rawmail.RawMail`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 
 from ..extraction import extract_from_mime, message_identity, parse_headers
-from ..model import Extraction, MessageHeaders
+from ..model import Blob, Extraction, MessageHeaders
+from ..rawmail import RawMail
 from .base import ExtractionOptions
 
 
 class MimeMailItem:
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
+    def __init__(self, raw: bytes | Blob | RawMail, *, omitted_sizes: Mapping[str, int] | None = None) -> None:
+        self.mail = RawMail.of(raw)
+        # Parts the mailbox did not fetch (over the size limit), by position, with their size.
+        self.omitted_sizes = dict(omitted_sizes or {})
+
+    @property
+    def raw(self) -> bytes:
+        """Every byte of the message in memory (tests, small messages); extraction reads ``mail`` instead."""
+        return self.mail.read()
 
     @cached_property
     def headers(self) -> MessageHeaders:
-        return parse_headers(self.raw)
+        return parse_headers(self.mail.header_block())
 
     @cached_property
     def identity(self) -> str:
-        return message_identity(self.headers, self.raw)
+        return message_identity(self.headers, self.mail)
 
     def extract(self, options: ExtractionOptions) -> Extraction:
-        return extract_from_mime(self.raw, options)
+        return extract_from_mime(self.mail, options, omitted_sizes=self.omitted_sizes)
+
+    def close(self) -> None:
+        """Delete the temporary file of a big message (nothing to do for one in memory)."""
+        self.mail.close()

@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (OSError, ssl.SSLError, socket.timeout, EOFError)
 
+# poplib refuses any line over 2,048 bytes ("line too long"), but real mail has longer ones: HTML without line
+# breaks, base64 in one line, long headers. A line is bounded by its message, which is read whole anyway.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+poplib._MAXLINE = max(poplib._MAXLINE, MAX_LINE_BYTES)  # type: ignore[attr-defined]  # private, no API
+
+
+def _server_refused(err: poplib.error_proto) -> bool:
+    """True for a clean ``-ERR`` answer. Anything else (a line still too long, an answer out of step) means the
+    rest of the reply is still on its way: the session can no longer be trusted."""
+    reply = err.args[0] if err.args else b""
+    return isinstance(reply, bytes) and reply.startswith(b"-ERR")
+
+
+def _connection_closed(err: poplib.error_proto) -> bool:
+    """poplib's way of saying the server hung up (no bytes at all): the connection's fault, not the message's."""
+    return bool(err.args) and err.args[0] == "-ERR EOF"
+
 
 class Pop3Mailbox:
     def __init__(
@@ -39,6 +56,7 @@ class Pop3Mailbox:
         self._secrets = secrets
         self._remembered = remembered or set()
         self._client: poplib.POP3 | None = None
+        self._numbers: dict[str, bytes] = {}  # UIDL -> message number, after a new session had to be opened
         self._where = f"POP3 {account.host}:{account.effective_port} (account {account.name!r})"
 
     def __enter__(self) -> Pop3Mailbox:
@@ -141,13 +159,44 @@ class Pop3Mailbox:
             size = int(sizes.get(number, b"0"))
             headers = None
             if key not in self._remembered:
-                headers = self._top_headers(number)
+                headers = self._top_headers(self._numbers.get(key, number))
             yield MessageRef(ref=number.decode(), key=key, size=size, headers=headers)
+
+    def _number(self, ref: MessageRef) -> int:
+        """The message's number in the current session (it may differ from the listing's after a new session)."""
+        if not self._numbers:
+            return int(ref.ref)
+        number = self._numbers.get(ref.key)
+        if number is None:
+            raise DocumentError(f"{self._where}: message UIDL {ref.key} is no longer on the server")
+        return int(number)
+
+    def _reopen(self, err: BaseException) -> None:
+        """A new session after one fell out of step, so that one broken message does not break the others.
+        Deletions of the old session are not committed: those messages are remembered and deleted next run."""
+        log.warning("%s: session out of step (%s); opening a new one", self._where, describe(err))
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._client = self._connect()
+        self._login()
+        try:
+            _, uidl_lines, _ = self._client.uidl()
+        except (*_NETWORK_ERRORS, poplib.error_proto) as error:
+            raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(error)}") from error
+        self._numbers = {
+            line.split()[1].decode("ascii", "replace"): line.split()[0] for line in uidl_lines if len(line.split()) > 1
+        }
 
     def _top_headers(self, number: bytes):
         try:
             _, lines, _ = self._require().top(int(number), 0)
-        except poplib.error_proto:
+        except poplib.error_proto as err:
+            if _connection_closed(err):
+                raise ConnectionLost(f"{self._where}: connection lost while reading headers: {describe(err)}") from err
+            if not _server_refused(err):
+                self._reopen(err)
             return None
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while reading headers: {describe(err)}") from err
@@ -155,8 +204,12 @@ class Pop3Mailbox:
 
     def read(self, ref: MessageRef) -> MimeMailItem:
         try:
-            _, lines, _ = self._require().retr(int(ref.ref))
+            _, lines, _ = self._require().retr(self._number(ref))
         except poplib.error_proto as err:
+            if _connection_closed(err):
+                raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+            if not _server_refused(err):
+                self._reopen(err)
             raise DocumentError(f"{self._where}: RETR {ref.ref} (UIDL {ref.key}) refused: {server_text(err)}") from err
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
@@ -165,7 +218,7 @@ class Pop3Mailbox:
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         if outcome == "processed" and self.account.delete_after_import:
             try:
-                self._require().dele(int(ref.ref))
+                self._require().dele(self._number(ref))
             except (*_NETWORK_ERRORS, poplib.error_proto) as err:
                 raise ConnectionLost(f"{self._where}: DELE {ref.ref} failed: {describe(err)}") from err
         # Otherwise nothing to do on the server: the pipeline records the outcome in the state store.

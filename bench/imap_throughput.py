@@ -1,0 +1,293 @@
+"""Benchmark 1 of issue 6: IMAP throughput, against mbsync (the limit) and a naive loop (the plain way).
+
+    .venv/bin/python bench/imap_throughput.py                 # 1,000 mails with a 200 KB PDF each, 3 rounds
+    .venv/bin/python bench/imap_throughput.py --messages 200 --rounds 1
+
+A loopback Dovecot (IMAPS) holds the mail; the local DOC² server answers at once. Every round re-seeds the
+mailbox from one snapshot and runs, side by side:
+
+* mbsync (isync) pulling INBOX to a fresh Maildir: how fast this server gives mail at all;
+* a naive loop (imapclient + httpx, written plainly below): one message at a time: fetch, parse, upload, move;
+* ours: ``python -m ingest import`` as a user runs it (process start and imports included).
+
+The naive loop and ours must leave every PDF in DOC² exactly once and every mail in Processed; the benchmark
+checks that after each run. The table shows the median of the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    PASSWORD,
+    PYTHON,
+    ROOT,
+    USER,
+    CpuWatch,
+    MailWorld,
+    Measured,
+    machine_summary,
+    make_message,
+    make_pdf,
+    mib,
+    run_measured,
+    table,
+)
+
+TARGET_VS_MBSYNC = 2.0  # ours at most this many times mbsync's time
+TARGET_VS_NAIVE = 3.0  # ours at least this many times faster than the naive loop
+
+
+# --- the naive loop (runs in a child process: python bench/imap_throughput.py --naive-worker) -------------------
+
+
+def naive_import() -> int:
+    """One message at a time: fetch it, parse it, upload its attachments, move it. Plain, correct, slow."""
+    import email
+    import email.policy
+    import ssl
+    import uuid
+
+    import httpx
+    from imapclient import IMAPClient
+
+    env = os.environ
+    context = ssl.create_default_context(cafile=env["NAIVE_CA"])
+    uploaded = 0
+    with (
+        IMAPClient("127.0.0.1", int(env["NAIVE_PORT"]), ssl=True, ssl_context=context) as imap,
+        httpx.Client(base_url=env["NAIVE_DOC2"], verify=context, headers={"X-API-KEY": env["NAIVE_KEY"]}) as http,
+    ):
+        imap.login(env["NAIVE_USER"], env["NAIVE_PASSWORD"])
+        if not imap.folder_exists("Processed"):
+            imap.create_folder("Processed")
+        imap.select_folder("INBOX")
+        for uid in imap.search("ALL"):
+            raw = imap.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            for number, part in enumerate(message.iter_attachments()):
+                metadata = {
+                    "custom_doc_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{message['Message-ID']}/{number}")),
+                    "email_from": str(message["From"]),
+                    "email_subject": str(message["Subject"]),
+                    "email_received": message["Date"].datetime.isoformat(),
+                    "email_message_id": str(message["Message-ID"]),
+                    "mailbox": "naive",
+                }
+                answer = http.post(
+                    "/document/process",
+                    data={"source": "email:naive", "metadata": json.dumps(metadata)},
+                    files={"file": (part.get_filename(), part.get_content(), part.get_content_type())},
+                )
+                answer.raise_for_status()
+                uploaded += 1
+            imap.move([uid], "Processed")
+    print(uploaded)
+    return 0
+
+
+# --- the contenders ----------------------------------------------------------------------------------------------
+
+
+def run_mbsync(world: MailWorld, round_dir: Path) -> Measured:
+    target = round_dir / "mbsync-maildir"
+    target.mkdir()
+    config = round_dir / "mbsyncrc"
+    config.write_text(
+        f"""IMAPAccount bench
+Host localhost
+Port {world.dovecot.ports["imaps"]}
+User {USER}
+Pass {PASSWORD}
+SSLType IMAPS
+CertificateFile {world.ca.ca_cert}
+
+IMAPStore remote
+Account bench
+
+MaildirStore local
+Path {target}/
+Inbox {target}/INBOX
+
+Channel bench
+Far :remote:
+Near :local:
+Patterns INBOX
+Create Near
+Sync Pull
+SyncState *
+""",
+        encoding="utf-8",
+    )
+    measured = run_measured(["mbsync", "-c", str(config), "-q", "bench"], watch=CpuWatch())
+    if measured.returncode != 0:
+        raise SystemExit(f"mbsync failed ({measured.returncode}):\n{measured.stderr}")
+    return measured
+
+
+def run_naive(world: MailWorld, round_dir: Path) -> Measured:
+    env = dict(
+        os.environ,
+        NAIVE_CA=str(world.ca.ca_cert),
+        NAIVE_PORT=str(world.dovecot.ports["imaps"]),
+        NAIVE_USER=USER,
+        NAIVE_PASSWORD=PASSWORD,
+        NAIVE_DOC2=world.doc2.url,
+        NAIVE_KEY=world.doc2.api_key,
+    )
+    measured = run_measured([PYTHON, str(Path(__file__).resolve()), "--naive-worker"], env=env, watch=CpuWatch())
+    if measured.returncode != 0:
+        raise SystemExit(f"the naive loop failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
+    return measured
+
+
+INGEST_ROOT = ROOT  # --ingest-root: measure another checkout's ingest (a "before" figure)
+
+
+def run_ours(world: MailWorld, round_dir: Path) -> Measured:
+    config = world.write_accounts(round_dir / "accounts.yaml")
+    env = world.ingest_env(config, round_dir / "state.sqlite3")
+    measured = run_measured(
+        [PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=INGEST_ROOT, watch=CpuWatch()
+    )
+    if measured.returncode != 0:
+        raise SystemExit(f"python -m ingest import failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
+    return measured
+
+
+def check_maildir(round_dir: Path, expected: int) -> str:
+    inbox = round_dir / "mbsync-maildir" / "INBOX"
+    count = sum(len(os.listdir(inbox / sub)) for sub in ("cur", "new") if (inbox / sub).is_dir())
+    if count != expected:
+        raise SystemExit(f"mbsync pulled {count} messages, expected {expected}")
+    return f"{count} messages in the Maildir"
+
+
+def check_imported(world: MailWorld, digests: set[str], expected: int) -> str:
+    uploads = world.doc2.uploads
+    got = [hashlib.sha256(u.content).hexdigest() for u in uploads]
+    problems = []
+    if len(uploads) != expected:
+        problems.append(f"{len(uploads)} uploads, expected {expected}")
+    if set(got) != digests:
+        problems.append("the uploaded PDFs differ from the seeded ones")
+    if len({u.custom_doc_id for u in uploads}) != len(uploads):
+        problems.append("a custom_doc_id was uploaded twice")
+    inbox, processed = world.count("INBOX"), world.count("Processed")
+    if (inbox, processed) != (0, expected):
+        problems.append(f"INBOX {inbox}, Processed {processed}; expected 0 and {expected}")
+    if problems:
+        raise SystemExit("; ".join(problems))
+    return f"{len(uploads)} PDFs in DOC² once each, {processed} mails in Processed"
+
+
+# --- main --------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--pdf-kb", type=int, default=200, help="size of the one PDF in each mail (KB)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the table shows the median")
+    parser.add_argument("--skip", action="append", default=[], choices=["mbsync", "naive", "ours"])
+    parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout (before/after)")
+    args = parser.parse_args()
+    if args.naive_worker:
+        return naive_import()
+    global INGEST_ROOT
+    INGEST_ROOT = (args.ingest_root or ROOT).resolve()
+    if args.ingest_root:
+        print(f"ours = python -m ingest in {INGEST_ROOT}")
+
+    print(f"machine: {machine_summary()}")
+    count, size = args.messages, args.pdf_kb * 1000
+    contenders: dict[str, Callable[[MailWorld, Path], Measured]] = {
+        "mbsync": run_mbsync,
+        "naive loop": run_naive,
+        "ours (python -m ingest import)": run_ours,
+    }
+    for skipped in args.skip:
+        contenders = {k: v for k, v in contenders.items() if not k.startswith(skipped)}
+    with MailWorld() as world:
+        pdfs = [make_pdf(n, size) for n in range(count)]
+        digests = {hashlib.sha256(pdf).hexdigest() for pdf in pdfs}
+        raws = [make_message(n, pdf, f"invoice-{n:06d}.pdf") for n, pdf in enumerate(pdfs)]
+        mail_bytes = sum(len(raw) for raw in raws)
+        del pdfs
+        seconds = world.seed(raws)
+        del raws
+        print(
+            f"mailbox: {count} mails with one {args.pdf_kb} KB PDF each, {mib(mail_bytes)} of mail "
+            f"(seeded by APPEND in {seconds:.1f} s); DOC² answers at once"
+        )
+        results: dict[str, list[Measured]] = {name: [] for name in contenders}
+        for number in range(args.rounds):
+            names = list(contenders)
+            names = names[number % len(names) :] + names[: number % len(names)]  # rotate the order each round
+            for name in names:
+                round_dir = world.work / f"round-{number}-{name.split()[0]}"
+                round_dir.mkdir()
+                world.reseed()
+                measured = contenders[name](world, round_dir)
+                check = check_maildir(round_dir, count) if name == "mbsync" else check_imported(world, digests, count)
+                results[name].append(measured)
+                extra = ""
+                if name.startswith("ours"):
+                    report = json.loads(measured.stdout)
+                    extra = f" (in-process {report['duration_seconds']:.2f} s)"
+                print(f"  round {number + 1}: {name:32} {measured.seconds:7.2f} s{extra}  {check}", flush=True)
+
+    median = {name: statistics.median(m.seconds for m in runs) for name, runs in results.items()}
+    ours_key = next((k for k in median if k.startswith("ours")), None)
+    rows = []
+    cpu_rows = []
+    for name, seconds in median.items():
+        runs = results[name]
+        rows.append(
+            [
+                name,
+                f"{seconds:.2f}",
+                f"{count / seconds:.0f}",
+                f"{mail_bytes / seconds / 1024 / 1024:.1f}",
+                f"{seconds / median['mbsync']:.2f}x" if "mbsync" in median else "-",
+                f"{seconds / median[ours_key]:.2f}x" if ours_key else "-",
+                mib(max(m.peak_rss for m in runs)),
+            ]
+        )
+        server = statistics.median(m.others_cpu.get("DOC² server (benchmark process)", 0.0) for m in runs)
+        dovecot = statistics.median(m.others_cpu.get("Dovecot", 0.0) for m in runs)
+        own = statistics.median(m.cpu_seconds for m in runs)
+        cpu_rows.append([name, f"{own:.2f}", f"{server:.2f}", f"{dovecot:.2f}", f"{own + server + dovecot:.2f}"])
+    print()
+    print(
+        table(
+            ["contender", "seconds (median)", "mails/s", "MiB/s", "time / mbsync", "time / ours", "peak RSS"],
+            rows,
+        )
+    )
+    print("\nCPU seconds while each ran (median), on this machine's CPUs:")
+    print(table(["contender", "its own CPU", "DOC² server CPU", "Dovecot CPU", "total"], cpu_rows))
+    if ours_key and "mbsync" in median:
+        ratio = median[ours_key] / median["mbsync"]
+        verdict = "met" if ratio <= TARGET_VS_MBSYNC else "MISSED"
+        print(f"\ntarget ours <= {TARGET_VS_MBSYNC:.0f}x mbsync: {ratio:.2f}x -> {verdict}")
+    if ours_key and "naive loop" in median:
+        speedup = median["naive loop"] / median[ours_key]
+        verdict = "met" if speedup >= TARGET_VS_NAIVE else "MISSED"
+        print(f"target ours >= {TARGET_VS_NAIVE:.0f}x faster than the naive loop: {speedup:.2f}x -> {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Benchmark 3 of issue 6 (the IMAP half): memory for one message with a 100 MB attachment.
+
+    .venv/bin/python bench/memory.py                  # a 100 MB PDF in one mail over IMAPS
+    .venv/bin/python bench/memory.py --attachment-mb 20
+
+A loopback Dovecot holds one mail whose attachment is ``--attachment-mb`` MB of incompressible bytes (base64 in
+the mail: 1.37 times that). ``python -m ingest import`` runs twice, each time measuring its own peak RSS
+(VmHWM): once on the empty mailbox (the idle process: imports, sign-in, an empty listing) and once on the mail.
+The figure is the difference; the target is at most 1.5 times the attachment. For reference the naive loop of
+bench/imap_throughput.py (fetch whole, parse, upload from memory) runs on the same mail.
+
+The Graph half of the benchmark needs the Graph emulator and is added with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    PYTHON,
+    ROOT,
+    USER,
+    MailWorld,
+    Measured,
+    machine_summary,
+    make_message,
+    make_pdf,
+    mib,
+    run_measured,
+    table,
+)
+from bench.imap_throughput import run_naive
+
+TARGET = 1.5  # peak RSS above the idle process, in attachments
+INGEST_ROOT = ROOT  # --ingest-root: measure another checkout's ingest (a "before" figure)
+
+
+def run_ours(world: MailWorld, work: Path, label: str) -> Measured:
+    work.mkdir()
+    config = world.write_accounts(work / "accounts.yaml")
+    env = world.ingest_env(config, work / "state.sqlite3")
+    measured = run_measured([PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=INGEST_ROOT)
+    if measured.returncode != 0:
+        raise SystemExit(
+            f"python -m ingest import ({label}) failed ({measured.returncode}):\n{measured.stderr[-3000:]}"
+        )
+    return measured
+
+
+def check(world: MailWorld, digest: str, size: int) -> str:
+    uploads = world.doc2.uploads
+    if len(uploads) != 1 or hashlib.sha256(uploads[0].content).hexdigest() != digest:
+        raise SystemExit(f"DOC² received {len(uploads)} uploads, expected the one {size}-byte PDF intact")
+    if world.count("Processed") != 1:
+        raise SystemExit("the mail was not moved to Processed")
+    return "PDF intact in DOC², mail in Processed"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attachment-mb", type=int, default=100)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout (before/after)")
+    args = parser.parse_args()
+    global INGEST_ROOT
+    INGEST_ROOT = (args.ingest_root or ROOT).resolve()
+    if args.ingest_root:
+        print(f"ours = python -m ingest in {INGEST_ROOT}")
+    size = args.attachment_mb * 1000 * 1000
+    print(f"machine: {machine_summary()}")
+    with MailWorld() as world:
+        idle = run_ours(world, world.work / "idle", "empty mailbox")
+        if json.loads(idle.stdout)["totals"]["messages_seen"] != 0:
+            raise SystemExit("the idle run found mail")
+
+        pdf = make_pdf(7, size)
+        digest = hashlib.sha256(pdf).hexdigest()
+        raw = make_message(1, pdf, "big-scan.pdf")
+        del pdf
+        mail_size = len(raw)
+        seconds = world.seed([raw])
+        del raw
+        print(f"mailbox: one mail of {mib(mail_size)} holding a {mib(size)} PDF (APPEND {seconds:.1f} s) for {USER}")
+
+        rows = []
+        world.reseed()
+        big = run_ours(world, world.work / "big", "one big mail")
+        result = check(world, digest, size)
+        above = big.peak_rss - idle.peak_rss
+        rows.append(["ours (python -m ingest import)", mib(idle.peak_rss), mib(big.peak_rss), mib(above),
+                     f"{above / size:.2f}x", f"{big.seconds:.1f}"])  # fmt: skip
+        print(f"  ours: {big.seconds:.1f} s, {result}")
+        if not args.skip_naive:
+            world.reseed()
+            naive = run_naive(world, world.work)
+            result = check(world, digest, size)
+            above_naive = naive.peak_rss - idle.peak_rss
+            rows.append(["naive loop (reference)", mib(idle.peak_rss), mib(naive.peak_rss), mib(above_naive),
+                         f"{above_naive / size:.2f}x", f"{naive.seconds:.1f}"])  # fmt: skip
+            print(f"  naive loop: {naive.seconds:.1f} s, {result}")
+
+    print()
+    print(
+        table(
+            ["process", "idle peak RSS", "peak RSS", "above idle", "/ attachment", "seconds"],
+            rows,
+        )
+    )
+    print("(idle: our CLI on the empty mailbox; the naive loop is set against the same idle figure)")
+    verdict = "met" if above <= TARGET * size else "MISSED"
+    print(f"\ntarget peak RSS above idle <= {TARGET}x the attachment ({mib(TARGET * size)}): {mib(above)} -> {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Uploads of several messages in flight at once, moves in batches: the guarantees stay (state first, nothing
+moved before its documents are recorded, nothing uploaded twice), against the real Dovecot and DOC² server."""
+
+from __future__ import annotations
+
+from ingest.pipeline import SETTLE_BATCH
+from ingest.state.sqlite import SqliteStateStore
+
+from .mail import invoice_mail
+from .support.doc2_server import Delay, Refuse
+
+
+def test_doc2_failing_mid_run_moves_only_what_is_recorded_and_counts_one_attempt(scenario):
+    scenario.append_many([invoice_mail(n) for n in range(20)])
+    scenario.write_config(scenario.imap_account())
+    scenario.doc2.plan(*[Delay(0)] * 5, Refuse(503))  # five uploads go through, then DOC² is down
+
+    report = scenario.run().accounts[0]
+
+    assert report.outcome == "partial" and "still failing" in report.error
+    assert report.messages_failed == 1  # DOC² being down is counted against one message only
+    stored = {u.custom_doc_id for u in scenario.doc2.uploads}
+    assert len(stored) == 5
+    store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+    try:
+        recorded = {
+            doc_id
+            for raw in scenario.messages("INBOX") + scenario.messages("Processed")
+            for doc_id in _recorded_ids(store, raw)
+        }
+    finally:
+        store.close()
+    assert recorded == stored  # every upload DOC² stored is in the state store
+    processed = scenario.messages("Processed")
+    assert len(processed) == report.messages_imported <= 5
+    assert len(processed) + len(scenario.messages("INBOX")) == 20
+
+    scenario.doc2.clear_faults()
+    again = scenario.run().accounts[0]
+    assert again.outcome == "ok", again.error
+    assert scenario.messages("INBOX") == []
+    assert len(scenario.messages("Processed")) == 20
+    by_id = scenario.doc2.uploads_by_custom_doc_id()
+    assert len(by_id) == 20 and all(len(uploads) == 1 for uploads in by_id.values())
+
+
+def test_many_messages_are_moved_in_a_few_commands(scenario, monkeypatch):
+    from ingest.mailbox.imap import ImapMailbox
+
+    moves: list[int] = []
+    settle_many = ImapMailbox.settle_many
+
+    def counting(self, refs, outcome):
+        moves.append(len(refs))
+        return settle_many(self, refs, outcome)
+
+    monkeypatch.setattr(ImapMailbox, "settle_many", counting)
+    scenario.append_many([invoice_mail(n) for n in range(120)])
+    scenario.write_config(scenario.imap_account())
+
+    report = scenario.run().accounts[0]
+
+    assert report.outcome == "ok", report.error
+    assert (report.messages_imported, report.documents_uploaded) == (120, 120)
+    assert len(scenario.messages("Processed")) == 120
+    assert sum(moves) == 120 and len(moves) <= 120 // SETTLE_BATCH + 1
+    assert len(scenario.doc2.uploads_by_custom_doc_id()) == 120
+
+
+def _recorded_ids(store: SqliteStateStore, raw: bytes) -> set[str]:
+    from ingest.extraction import message_identity, parse_headers
+
+    return store.uploaded("mail", message_identity(parse_headers(raw), raw))
