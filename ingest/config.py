@@ -187,6 +187,17 @@ class Config(_Strict):
     doc2: Doc2Config
     accounts: tuple[Account, ...]
 
+    def with_default_ca(self, ca_file: Path | None) -> Config:
+        """Every TLS client without its own ca_file trusts this bundle (REQUESTS_CA_BUNDLE / SSL_CERT_FILE)."""
+        if ca_file is None:
+            return self
+        return self.model_copy(
+            update={
+                "doc2": self.doc2 if self.doc2.ca_file else self.doc2.model_copy(update={"ca_file": ca_file}),
+                "accounts": tuple(a if a.ca_file else a.model_copy(update={"ca_file": ca_file}) for a in self.accounts),
+            }
+        )
+
     def select(self, names: list[str] | None) -> list[GraphAccount | ImapAccount | Pop3Account]:
         if not names:
             return list(self.accounts)

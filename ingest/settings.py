@@ -22,6 +22,7 @@ class Settings:
     authority_host: str
     state_url: str
     run_time_budget_seconds: float | None
+    ca_bundle: Path | None  # trust for a private CA when an account has no ca_file: REQUESTS_CA_BUNDLE / SSL_CERT_FILE
     environ: Mapping[str, str]  # where secrets come from when there is no Key Vault
 
     @classmethod
@@ -36,5 +37,6 @@ class Settings:
             authority_host=(env.get("AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).rstrip("/"),
             state_url=env.get("INGEST_STATE_URL") or DEFAULT_STATE_URL,
             run_time_budget_seconds=float(budget) if budget else None,
+            ca_bundle=Path(bundle) if (bundle := env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE")) else None,
             environ=env,
         )

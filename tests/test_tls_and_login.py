@@ -97,3 +97,22 @@ def test_unknown_account_name_is_a_config_error(scenario):
     result = scenario.cli("import", "nope")
     assert result.returncode == 2
     assert "no account named 'nope'" in result.stderr
+
+
+def test_private_ca_from_requests_ca_bundle_when_no_ca_file(scenario):
+    import yaml
+
+    scenario.append(invoice_mail(1))
+    account = scenario.imap_account()
+    del account["ca_file"]
+    config = {"doc2": {"base_url": scenario.doc2.url}, "accounts": [account]}
+    scenario.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    untrusted = scenario.cli("import", "--json")
+    assert untrusted.returncode == 1
+    assert "certificate" in untrusted.stdout.lower()
+
+    scenario.extra_env["REQUESTS_CA_BUNDLE"] = str(scenario.ca.ca_cert)
+    trusted = scenario.cli("import", "--json")
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    assert len(scenario.doc2.uploads) == 1
