@@ -86,8 +86,10 @@ def main() -> int:
         run_import(config, doc2, "first pass")
         print(f"\nDOC² received {len(doc2.uploads)} documents, e.g.:")
         for upload in doc2.uploads[:3] + doc2.uploads[-3:]:
-            print(f"  {upload.filename:40} {upload.content_type:20} {len(upload.content):7} bytes  "
-                  f"custom_doc_id {upload.custom_doc_id}")
+            print(
+                f"  {upload.filename:40} {upload.content_type:20} {len(upload.content):7} bytes  "
+                f"custom_doc_id {upload.custom_doc_id}"
+            )
         print(f"mailbox now: {folder_counts(dovecot)}")
         before = len(doc2.uploads)
         run_import(config, doc2, "second pass: nothing new, nothing twice")

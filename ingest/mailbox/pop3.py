@@ -131,11 +131,11 @@ class Pop3Mailbox:
         token = self._token_source()
         sasl = f"user={self.account.username}\x01auth=Bearer {token}\x01\x01".encode()
         # poplib has no public AUTH; _shortcmd is its own one-line command helper.
-        answer = client._shortcmd("AUTH XOAUTH2 " + base64.b64encode(sasl).decode())
+        answer = client._shortcmd("AUTH XOAUTH2 " + base64.b64encode(sasl).decode())  # type: ignore[attr-defined]
         if answer.startswith(b"+ ") or answer == b"+":
             # A failure comes as a challenge carrying a JSON error; the client must answer with an empty line,
             # after which the server sends -ERR (raised by poplib as error_proto).
-            client._shortcmd("")
+            client._shortcmd("")  # type: ignore[attr-defined]
 
     def check(self) -> list[str]:
         client = self._require()
