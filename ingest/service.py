@@ -15,7 +15,7 @@ from .report import RunReport
 from .secrets import SecretSource, secret_source
 from .settings import Settings
 from .state import StateStore, open_state_store
-from .tls import client_context
+from .tls import client_context, combined_bundle
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run_import(
     secrets: SecretSource | None = None,
     state: StateStore | None = None,
 ) -> RunReport:
-    config = config.with_default_ca(settings.ca_bundle)
+    config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
     secrets = secrets or secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
     own_state = state is None
@@ -78,7 +78,7 @@ class LoginResult:
 
 def run_test_login(settings: Settings, config: Config, names: list[str] | None = None) -> list[LoginResult]:
     """DOC²'s TEST LOGIN: sign in to each mailbox, open its folders, check the DOC² key."""
-    config = config.with_default_ca(settings.ca_bundle)
+    config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
     secrets = secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
     state = open_state_store(settings.state_url)

@@ -22,7 +22,7 @@ class Settings:
     authority_host: str
     state_url: str
     run_time_budget_seconds: float | None
-    ca_bundle: Path | None  # trust for a private CA when an account has no ca_file: REQUESTS_CA_BUNDLE / SSL_CERT_FILE
+    ca_bundles: tuple[Path, ...]  # trust when a client has no ca_file of its own: SSL_CERT_FILE, REQUESTS_CA_BUNDLE
     environ: Mapping[str, str]  # where secrets come from when there is no Key Vault
 
     @classmethod
@@ -37,6 +37,8 @@ class Settings:
             authority_host=(env.get("AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).rstrip("/"),
             state_url=env.get("INGEST_STATE_URL") or DEFAULT_STATE_URL,
             run_time_budget_seconds=float(budget) if budget else None,
-            ca_bundle=Path(bundle) if (bundle := env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE")) else None,
+            ca_bundles=tuple(
+                dict.fromkeys(Path(v) for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") if (v := env.get(k)))
+            ),
             environ=env,
         )
