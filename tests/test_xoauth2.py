@@ -92,25 +92,33 @@ def oauth_dovecot(tmp_path_factory, test_ca, introspection) -> Iterator[Dovecot]
     server.close()
 
 
-@pytest.mark.parametrize("kind", ["imap", "pop3"])
-def test_xoauth2_login_and_import(kind, tmp_path, test_ca, cloud, introspection, oauth_dovecot, doc2_server):
-    scenario = Scenario(tmp_path, test_ca, oauth_dovecot, doc2_server, MAILBOX_USER, "only-for-seeding")
-    oauth_dovecot.reset_user(MAILBOX_USER)
-    scenario.append(invoice_mail(f"x{kind}"))
-    oauth = {
-        "auth": "xoauth2",
-        "password_secret": None,
-        "tenant_id": cloud.tenant,
-        "client_id_secret": "graph-client-id",
-        "client_secret_secret": "graph-client-secret",
-    }
+def oauth_scenario(kind, tmp_path, test_ca, cloud, dovecot, doc2_server, *, client_secret=None) -> Scenario:
+    """An IMAP or POP3 account signing in with XOAUTH2, its app's secrets in the environment."""
+    scenario = Scenario(tmp_path, test_ca, dovecot, doc2_server, MAILBOX_USER, "only-for-seeding")
     builder = scenario.imap_account if kind == "imap" else scenario.pop3_account
-    scenario.write_config(builder(name=f"m365-{kind}", **oauth))
+    scenario.write_config(
+        builder(
+            name=f"m365-{kind}",
+            auth="xoauth2",
+            password_secret=None,
+            tenant_id=cloud.tenant,
+            client_id_secret="graph-client-id",
+            client_secret_secret="graph-client-secret",
+        )
+    )
     scenario.extra_env.update(
         AUTHORITY_HOST=cloud.entra.base_url,
         GRAPH_CLIENT_ID=cloud.app.client_id,
-        GRAPH_CLIENT_SECRET=cloud.client_secret,
+        GRAPH_CLIENT_SECRET=client_secret or cloud.client_secret,
     )
+    return scenario
+
+
+@pytest.mark.parametrize("kind", ["imap", "pop3"])
+def test_xoauth2_login_and_import(kind, tmp_path, test_ca, cloud, introspection, oauth_dovecot, doc2_server):
+    oauth_dovecot.reset_user(MAILBOX_USER)
+    scenario = oauth_scenario(kind, tmp_path, test_ca, cloud, oauth_dovecot, doc2_server)
+    scenario.append(invoice_mail(f"x{kind}"))
     asked_before = introspection.asked
 
     report = scenario.run()
@@ -124,18 +132,8 @@ def test_xoauth2_login_and_import(kind, tmp_path, test_ca, cloud, introspection,
 def test_xoauth2_with_a_wrong_client_secret_is_an_actionable_error(
     tmp_path, test_ca, cloud, oauth_dovecot, doc2_server
 ):
-    scenario = Scenario(tmp_path, test_ca, oauth_dovecot, doc2_server, MAILBOX_USER, "only-for-seeding")
-    scenario.write_config(
-        scenario.imap_account(
-            auth="xoauth2",
-            password_secret=None,
-            tenant_id=cloud.tenant,
-            client_id_secret="graph-client-id",
-            client_secret_secret="graph-client-secret",
-        )
-    )
-    scenario.extra_env.update(
-        AUTHORITY_HOST=cloud.entra.base_url, GRAPH_CLIENT_ID=cloud.app.client_id, GRAPH_CLIENT_SECRET="wrong-secret"
+    scenario = oauth_scenario(
+        "imap", tmp_path, test_ca, cloud, oauth_dovecot, doc2_server, client_secret="wrong-secret"
     )
     report = scenario.run()
     account = report.accounts[0]
@@ -148,22 +146,7 @@ def test_xoauth2_with_a_wrong_client_secret_is_an_actionable_error(
 def test_token_refused_by_the_server_is_a_clear_login_error(
     kind, tmp_path, test_ca, cloud, introspection, oauth_dovecot, doc2_server
 ):
-    scenario = Scenario(tmp_path, test_ca, oauth_dovecot, doc2_server, MAILBOX_USER, "only-for-seeding")
-    builder = scenario.imap_account if kind == "imap" else scenario.pop3_account
-    scenario.write_config(
-        builder(
-            auth="xoauth2",
-            password_secret=None,
-            tenant_id=cloud.tenant,
-            client_id_secret="graph-client-id",
-            client_secret_secret="graph-client-secret",
-        )
-    )
-    scenario.extra_env.update(
-        AUTHORITY_HOST=cloud.entra.base_url,
-        GRAPH_CLIENT_ID=cloud.app.client_id,
-        GRAPH_CLIENT_SECRET=cloud.client_secret,
-    )
+    scenario = oauth_scenario(kind, tmp_path, test_ca, cloud, oauth_dovecot, doc2_server)
     introspection.reject_all = True
     try:
         report = scenario.run()
