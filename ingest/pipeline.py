@@ -32,7 +32,7 @@ from .mailbox.base import Mailbox, MailItem
 from .model import Document, Extraction, MessageRef, SkippedPart, custom_doc_id
 from .report import AccountReport, MessageProblem, PlannedDocument, RunReport
 from .secrets import SecretSource
-from .state import StateStore
+from .state import Settlement, StateStore, UploadRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ MAX_DOCUMENTS_PER_MESSAGE = 500
 
 # Uploads of different messages overlap while the next messages are read. Only the calling thread talks to the
 # mailbox (imapclient is not thread-safe) and to the state store; the pool's threads only upload.
-DOC2_CONCURRENCY = 4  # uploads in flight to DOC² at once: one pool per run, shared by its accounts
-MAILBOX_CONCURRENCY = 4  # uploads in flight for one mailbox
+# Uploads in flight to DOC² at once: doc2.max_concurrent_uploads, one pool per run shared by its accounts. They run
+# one after another, so one mailbox may use the whole pool.
 MAX_MESSAGES_IN_FLIGHT = 32  # messages read whose uploads are not all recorded yet...
 MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # ...and their size (bigger documents wait in temporary files anyway)
 SETTLE_BATCH = 50  # messages moved together (one UID MOVE) once all their documents are recorded
@@ -87,7 +87,7 @@ class Pipeline:
                         report.accounts += [_account_failed(a, str(err)) for a in accounts[len(report.accounts) :]]
                         log.error("DOC² client not available: %s", err)
                         break
-                    self._uploads = stack.enter_context(_upload_pool())
+                    self._uploads = stack.enter_context(_upload_pool(self.config.doc2.max_concurrent_uploads))
                 report.accounts.append(self.run_account(account, doc2, dry_run=dry_run))
         report.duration_seconds = time.time() - report.started_at
         return report
@@ -131,7 +131,7 @@ class Pipeline:
             mailbox = stack.enter_context(self._open_mailbox(account))
             flight: _Flight | None = None
             if not dry_run and doc2 is not None:
-                pool = self._uploads or stack.enter_context(_upload_pool())
+                pool = self._uploads or stack.enter_context(_upload_pool(self.config.doc2.max_concurrent_uploads))
                 flight = _Flight(self, account, mailbox, doc2, report, pool)
             refs = list(mailbox.list_messages())
             try:
@@ -318,23 +318,12 @@ class Pipeline:
         return work
 
     def _complete(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, work: _Message) -> bool:
-        """Record the uploads of a message whose uploads all ended (state first); True when it may be settled.
+        """Decide on a message whose uploads all ended and are recorded (state first: the caller recorded what
+        reached DOC²); True when it may be settled.
 
-        Raises what stops the account (Doc2Unavailable, AccountError), after recording what did reach DOC².
+        Raises what stops the account (Doc2Unavailable, AccountError).
         """
-        failures: list[BaseException] = []
-        for upload in work.uploads:
-            error = upload.error()
-            if error is not None:
-                failures.append(error)
-                continue
-            answer = upload.answer()
-            self.state.record_upload(
-                account.name, work.identity, upload.metadata.custom_doc_id, upload.document.filename, _doc2_id(answer)
-            )
-            work.uploaded += 1
-            report.documents_uploaded += 1
-            report.bytes_uploaded += upload.document.size
+        failures = [error for upload in work.uploads if (error := upload.error()) is not None]
         work.close()
         if failures:
             err = min(failures, key=_seriousness)
@@ -347,24 +336,41 @@ class Pipeline:
             return False
         return True
 
-    def _settle(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[_Message]) -> None:
+    def _settle(
+        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[_Message]
+    ) -> IngestError | None:
         """Move messages whose documents are all recorded to the processed folder (one command where the mailbox
-        can), then record them as settled."""
+        can), then record them as settled. Returns what stops the run when the mailbox could not move some of them
+        for a reason that is not theirs (Graph still throttling), after recording the others."""
         if not batch:
-            return
+            return None
         settle_many = getattr(mailbox, "settle_many", None)
+        not_moved: dict[str, IngestError] = {}  # by message key: what settle_many could not move (Graph)
         if settle_many is not None:
-            settle_many([work.ref for work in batch], "processed")
+            not_moved = settle_many([work.ref for work in batch], "processed") or {}
         else:
             for work in batch:
                 mailbox.settle(work.ref, "processed")
+        moved = [work for work in batch if work.ref.key not in not_moved]
+        self.state.record_settlements(
+            account.name, [Settlement(work.ref.key, work.identity, "processed") for work in moved]
+        )  # one transaction for the batch
         for work in batch:
-            self.state.record_settled(account.name, work.ref.key, work.identity, "processed", None)
+            if work.ref.key in not_moved:
+                # Still in the source folder with its documents recorded: the next run moves it, uploading nothing.
+                error = not_moved[work.ref.key]
+                report.messages_seen -= 1
+                report.messages_deferred += 1
+                report.problems.append(MessageProblem(work.ref.key, f"documents uploaded, not moved: {error}"))
+                log.warning("%s: documents uploaded, but not moved to the processed folder: %s", work.where, error)
+                continue
             if work.uploaded or self.state.uploaded(account.name, work.identity):
                 report.messages_imported += 1
             else:
                 report.messages_without_documents += 1
             log.info("%s: settled as processed (%d documents uploaded now)", work.where, work.uploaded)
+        stops = [error for error in not_moved.values() if isinstance(error, (AccountError, ConnectionLost))]
+        return min(stops, key=_seriousness) if stops else None
 
     def _count_failure(
         self,
@@ -455,8 +461,8 @@ class _Flight:
     """The messages of one account whose uploads run on the DOC² pool while the next ones are read.
 
     Only the calling thread touches the mailbox (imapclient is not thread-safe) and the state store; the pool
-    threads only upload. Bounds: ``MAILBOX_CONCURRENCY`` uploads of this mailbox at once (and the pool's
-    ``DOC2_CONCURRENCY`` for DOC²), ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes read and
+    threads only upload. Bounds: ``doc2.max_concurrent_uploads`` uploads at once (the pool's size, and this
+    mailbox's share of it), ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes read and
     not yet recorded. Until the first upload of the run succeeds, one message at a time: a rejected key or a DOC²
     that is down costs one request, not a burst. Settled messages are moved ``SETTLE_BATCH`` at a time.
     """
@@ -476,7 +482,7 @@ class _Flight:
         self._doc2 = doc2
         self._report = report
         self._pool = pool
-        self._permits = threading.BoundedSemaphore(MAILBOX_CONCURRENCY)
+        self._permits = threading.BoundedSemaphore(pipeline.config.doc2.max_concurrent_uploads)
         self._messages: list[_Message] = []
         self._to_settle: list[_Message] = []
         self._proven = False
@@ -517,10 +523,12 @@ class _Flight:
 
     def abandon(self) -> None:
         """The run stops: wait for the uploads in flight and record what reached DOC²; move nothing."""
-        for work in self._messages:
-            wait([upload.future for upload in work.uploads if upload.future is not None])
-            self._record_successes(work)
-            work.close()
+        wait([upload.future for work in self._messages for upload in work.uploads if upload.future is not None])
+        try:
+            self._record_successes(self._messages)
+        finally:
+            for work in self._messages:
+                work.close()
         deferred = len(self._messages) + len(self._to_settle)
         self._report.messages_deferred += deferred
         self._report.messages_seen -= deferred
@@ -544,12 +552,19 @@ class _Flight:
         if not finished:
             return
         self._messages = [work for work in self._messages if not work.done]
+        # State first: what reached DOC² is recorded, all these messages' uploads in one call (one transaction),
+        # before any of them is settled or counted as failed.
+        try:
+            self._record_successes(finished)
+        except BaseException:
+            for work in finished:
+                work.close()
+            raise
         for work in finished:
             if any(upload.error() is None for upload in work.uploads if upload.future is not None):
                 self._proven = True
             if self.doc2_down is not None and any(isinstance(u.error(), Doc2Unavailable) for u in work.uploads):
                 # DOC² is down and that is counted once already: this message just waits for the next run.
-                self._record_successes(work)
                 work.close()
                 self._report.messages_seen -= 1
                 self._report.messages_deferred += 1
@@ -560,31 +575,47 @@ class _Flight:
             except Doc2Unavailable as err:
                 self.doc2_down = err
 
-    def _record_successes(self, work: _Message) -> None:
-        for upload in work.uploads:
-            if upload.future is not None and upload.error() is None:
-                self._pipeline.state.record_upload(
-                    self._account.name,
+    def _record_successes(self, works: list[_Message]) -> None:
+        """Record the uploads of these messages that reached DOC², in one call to the state store."""
+        done = [
+            (work, upload)
+            for work in works
+            for upload in work.uploads
+            if upload.future is not None and upload.error() is None
+        ]
+        if not done:
+            return
+        self._pipeline.state.record_uploads(
+            self._account.name,
+            [
+                UploadRecord(
                     work.identity,
                     upload.metadata.custom_doc_id,
                     upload.document.filename,
                     _doc2_id(upload.answer()),
                 )
-                self._report.documents_uploaded += 1
-                self._report.bytes_uploaded += upload.document.size
+                for work, upload in done
+            ],
+        )
+        for work, upload in done:
+            work.uploaded += 1
+            self._report.documents_uploaded += 1
+            self._report.bytes_uploaded += upload.document.size
 
     def _flush(self) -> None:
         batch, self._to_settle = self._to_settle, []
         try:
-            self._pipeline._settle(self._account, self._mailbox, self._report, batch)
+            stop = self._pipeline._settle(self._account, self._mailbox, self._report, batch)
         except BaseException:
             self._report.messages_deferred += len(batch)
             self._report.messages_seen -= len(batch)
             raise
+        if stop is not None:
+            raise stop
 
 
-def _upload_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=DOC2_CONCURRENCY, thread_name_prefix="doc2-upload")
+def _upload_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="doc2-upload")
 
 
 def _seriousness(err: BaseException) -> int:

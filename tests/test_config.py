@@ -80,6 +80,7 @@ def test_the_example_of_the_product_page_loads(tmp_path):
     assert isinstance(imap, ImapAccount) and imap.effective_port == 993
     assert isinstance(pop, Pop3Account) and pop.source == "email:legacy-pop"
     assert pop.processed_folder == "Processed"
+    assert config.doc2.max_concurrent_uploads == 16  # the default: enough to hide 100 ms an upload
 
 
 @pytest.mark.parametrize(
@@ -96,6 +97,8 @@ def test_the_example_of_the_product_page_loads(tmp_path):
         (lambda d: d["defaults"].update(colour="red"), "defaults: field 'colour': not an account field"),
         (lambda d: d["accounts"][0].update(auth="certificate"), "auth 'certificate' needs 'certificate_secret'"),
         (lambda d: d.update(extra=1), "unknown top-level field 'extra'"),
+        (lambda d: d["doc2"].update(max_concurrent_uploads=0), "doc2: field 'max_concurrent_uploads'"),
+        (lambda d: d["doc2"].update(max_concurrent_uploads=65), "doc2: field 'max_concurrent_uploads'"),
         (
             lambda d: d["accounts"][1].update(security="none"),
             "security 'none' sends the password in clear text and is allowed only for a loopback host",

@@ -65,6 +65,30 @@ def test_batch_answers_each_request(cloud: MicrosoftCloud, graph: httpx.Client) 
     assert too_many.status_code == 400
 
 
+def test_batch_fault_fails_one_request_and_counts_four_per_mailbox(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
+    messages = [cloud.mailbox.add_message(subject=f"m{n}") for n in range(6)]
+    cloud.graph.inject(429, retry_after=3, path_contains=f"/messages/{messages[2].immutable_id}")
+    cloud.graph.reset_counters()
+    answer = graph.post(
+        "/$batch",
+        json={
+            "requests": [
+                {"id": str(n), "method": "GET", "url": f"/users/{MAILBOX}/messages/{m.immutable_id}"}
+                for n, m in enumerate(messages)
+            ]
+        },
+    )
+
+    assert answer.status_code == 200
+    statuses = [r["status"] for r in answer.json()["responses"]]
+    assert statuses == [200, 200, 429, 200, 200, 200]
+    assert answer.json()["responses"][2]["headers"]["Retry-After"] == "3"
+    assert [r.status for r in cloud.graph.batched] == statuses
+    assert len(cloud.graph.requests) == 1
+    # Graph runs four requests of a batch at once: the batch counts as four on the mailbox, not one or six
+    assert cloud.graph.peak_concurrency == {MAILBOX: 4}
+
+
 def test_orderby_must_lead_the_filter(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
     answer = graph.get(
         f"/users/{MAILBOX}/mailFolders/inbox/messages",

@@ -100,14 +100,90 @@ def test_failed_move_after_upload_is_not_uploaded_again(
     first = _run(cloud, doc2_server, tmp_path)
 
     assert first.accounts[0].outcome == "partial"
-    assert len(doc2_server.uploads) == 1  # the first message's document, then the run stopped
+    assert "503" in (first.accounts[0].error or "")
+    assert first.accounts[0].messages_imported == 0
+    assert len(doc2_server.uploads) == 3  # uploaded and recorded; the batched moves failed after every retry
     assert len(cloud.mailbox.messages_in("Inbox")) == 3
 
     cloud.graph.faults.clear()
     second = _run(cloud, doc2_server, tmp_path)
 
     assert second.accounts[0].error is None
-    assert second.accounts[0].documents_already_in_doc2 == 1
+    assert second.accounts[0].messages_imported == 3
+    assert second.accounts[0].documents_already_in_doc2 == 3
     assert len(doc2_server.uploads) == 3
     assert all(len(uploads) == 1 for uploads in doc2_server.uploads_by_custom_doc_id().values())
     assert len(cloud.mailbox.messages_in("Inbox/Processed")) == 3
+
+
+def test_expanded_listing_imports_every_document_once_in_few_requests_and_at_most_four_at_a_time(
+    cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path
+) -> None:
+    expected = set()
+    for number in range(60):
+        attachments: list[FileAttachment | ItemAttachment | ReferenceAttachment] = [
+            FileAttachment(f"invoice-{number:03d}.pdf", pdf(), "application/pdf"),
+            FileAttachment("logo.png", PNG, "image/png", is_inline=True, content_id="logo"),
+        ]
+        expected.add(f"invoice-{number:03d}.pdf")
+        if number % 20 == 5:
+            attachments.append(FileAttachment(f"scan-{number}.pdf", pdf(2 * 1024 * 1024), "application/pdf"))
+            expected.add(f"scan-{number}.pdf")
+        cloud.mailbox.add_message(
+            subject=f"Invoice {number:03d}", received=START + dt.timedelta(minutes=number), attachments=attachments
+        )
+    cloud.graph.mailbox_concurrency_limit = 4  # Exchange answers 429 beyond this
+    cloud.graph.latency_seconds = 0.02
+    doc2_server.latency_seconds = 0.05  # uploads overlap the reading of the next messages
+
+    report = _run(cloud, doc2_server, tmp_path)
+
+    (account,) = report.accounts
+    assert account.error is None, account.error
+    assert account.messages_imported == 60
+    assert sorted(u.filename for u in doc2_server.uploads) == sorted(expected)  # each document once
+    assert all(len(uploads) == 1 for uploads in doc2_server.uploads_by_custom_doc_id().values())
+    assert len(cloud.mailbox.messages_in("Inbox/Processed")) == 60
+    graph = cloud.graph
+    assert graph.count("GET", "/attachments/") == 3  # only the three scans, streamed from /$value
+    assert not [r for r in graph.requests if r.method == "GET" and r.path.rsplit("/", 2)[-2] == "messages"]
+    # the Inbox, 2 pages, the Processed folder found and made, 6 batches of 20 small attachments (invoice and logo),
+    # 3 downloads, 4 batches of moves (50 settled at once, then 10): 18, against ~3 a message one by one
+    assert len(graph.requests) <= 18, [(r.method, r.path) for r in graph.requests]
+    assert graph.peak_concurrency[cloud.mailbox.address.lower()] <= 4
+    assert graph.count(status=429) == 0
+
+
+def test_a_move_refused_in_a_batch_is_not_counted_as_done(
+    cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path
+) -> None:
+    for number in range(5):
+        cloud.mailbox.add_message(
+            subject=f"Invoice {number}",
+            received=START + dt.timedelta(minutes=number),
+            attachments=[FileAttachment(f"invoice-{number}.pdf", pdf(), "application/pdf")],
+        )
+    refused = cloud.mailbox.messages_in("Inbox")[2]
+    cloud.graph.inject(400, retry_after=None, times=None, path_contains=f"/messages/{refused.immutable_id}/move")
+
+    first = _run(cloud, doc2_server, tmp_path).accounts[0]
+
+    assert first.error is None, first.error
+    assert (first.messages_imported, first.messages_deferred, first.documents_uploaded) == (4, 1, 5)
+    (problem,) = first.problems
+    assert problem.message == refused.immutable_id
+    assert problem.error.startswith("documents uploaded, not moved:") and "400" in problem.error
+    assert [m.subject for m in cloud.mailbox.messages_in("Inbox")] == ["Invoice 2"]
+    state = open_state_store(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    try:
+        settled = state.settled_keys("ap-invoices")
+    finally:
+        state.close()
+    assert refused.immutable_id not in settled and len(settled) == 4
+
+    cloud.graph.faults.clear()
+    second = _run(cloud, doc2_server, tmp_path).accounts[0]
+
+    assert (second.messages_imported, second.documents_already_in_doc2, second.documents_uploaded) == (1, 1, 0)
+    assert len(doc2_server.uploads) == 5
+    assert len(cloud.mailbox.messages_in("Inbox/Processed")) == 5

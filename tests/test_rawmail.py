@@ -223,3 +223,72 @@ def test_big_decoded_parts_spill_to_temporary_files(monkeypatch: pytest.MonkeyPa
 def test_header_block_parses_as_the_whole_message() -> None:
     for _name, raw in MESSAGES:
         assert extraction.parse_headers(RawMail(BytesBlob(raw)).header_block()) == extraction.parse_headers(raw)
+
+
+@pytest.fixture(params=["pybase64", "binascii"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both base64 decoders: pybase64 when installed, and the standard library it falls back to."""
+    if request.param == "binascii":
+        monkeypatch.setattr(rawmail, "_pybase64", None)
+    elif rawmail._pybase64 is None:
+        pytest.skip("pybase64 is not installed")
+    return str(request.param)
+
+
+def test_both_decoders_give_what_the_parser_gives(monkeypatch: pytest.MonkeyPatch, decoder: str) -> None:
+    options = account("attachments")
+    different = []
+    for name, raw in [*hand_made(), *[(f"generated {n}", generated(n)) for n in range(8)]]:
+        with monkeypatch.context() as patch:
+            plain_parser(patch)
+            expected = summary(raw, options)
+        if summary(raw, options) != expected:
+            different.append(name)
+    assert different == []
+
+
+def test_runs_of_any_shape_decode_as_the_parser_decodes_them(monkeypatch: pytest.MonkeyPatch, decoder: str) -> None:
+    """Base64 characters cut into lines of any width, padded anywhere, to the end of the message or before a
+    boundary: extraction through the pre-pass (the fast decoding of a whole run, or the general one, or the
+    parser's when both refuse) gives what the parser alone gives."""
+    rng = random.Random(7)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    fast_ones = []
+    decode_one_run = rawmail.LeanMessage._decode_one_run
+
+    def counting(self: rawmail.LeanMessage, pieces: list[str | tuple[int, int]]) -> object:
+        blob = decode_one_run(self, pieces)
+        fast_ones.append(blob is not None)
+        return blob
+
+    monkeypatch.setattr(rawmail.LeanMessage, "_decode_one_run", counting)
+    options = account("attachments")
+    different = []
+    for number in range(400):
+        text = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 300)))
+        if rng.random() < 0.5:
+            text += b"=" * rng.randint(1, 3)
+        if rng.random() < 0.2:
+            spot = rng.randrange(len(text))
+            text = text[:spot] + b"=" + text[spot:]
+        if rng.random() < 0.2:  # a byte that is no base64 character: then the run must not be cut
+            spot = rng.randrange(len(text))
+            text = text[:spot] + bytes([rng.choice(b"-_:. *\t\x00\xff\r\n")]) + text[spot + rng.randint(0, 1) :]
+        width = rng.choice([4, 19, 76])
+        lines = b"".join(text[i : i + width] + b"\r\n" for i in range(0, len(text), width))
+        part = b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n"
+        part += b"Content-Transfer-Encoding: base64\r\n\r\n" + lines
+        head = f"From: a@example.com\r\nMessage-ID: <fuzz-{number}@example.com>\r\n".encode()
+        if rng.random() < 0.5:
+            raw = head + part
+        else:
+            raw = head + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n' + part + b"--B--\r\n"
+        with monkeypatch.context() as patch:
+            plain_parser(patch)
+            expected = summary(raw, options)
+        with monkeypatch.context() as patch:
+            every_run(patch)
+            if summary(raw, options) != expected:
+                different.append((number, raw))
+    assert different == []
+    assert sum(fast_ones) > 30  # the fast way was taken often enough

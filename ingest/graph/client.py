@@ -5,7 +5,8 @@ background thread and :meth:`GraphSession.run` waits for a coroutine on it. Ever
 attachment downloads alike, passes :class:`RequestGuard`:
 
 * at most :data:`MAX_CONCURRENT_REQUESTS` in flight per mailbox (Exchange allows an app 4 per mailbox); a slot is
-  held until the response body has been read or closed;
+  held until the response body has been read or closed; a ``$batch`` takes one slot per request it holds, up to
+  all four, since Graph hands up to four of a batch's requests to Exchange at once;
 * ``Prefer: IdType="ImmutableId"`` on every request, so message ids survive moves;
 * 429, 503 and 504 are retried after ``Retry-After`` (or a back-off), broken connections and time-outs too, as
   the shared :mod:`ingest.retry` policy says; a wait that would end after the run's deadline is not started;
@@ -13,16 +14,24 @@ attachment downloads alike, passes :class:`RequestGuard`:
 
 The request adapter is msgraph's own, handed our httpx client (test-CA aware, ``trust_env = False``, connect and
 read time-outs) and a bearer-token provider backed by :class:`ingest.graph.auth.TokenSource`.
+
+Besides the SDK, :class:`GraphSession` sends JSON batches itself (:meth:`GraphSession.batch`: at most
+:data:`MAX_BATCH` requests each, the requests Graph answered 429/503/504 sent again after their ``Retry-After``) and
+streams downloads into memory or, past :data:`~ingest.model.BLOB_MEMORY_LIMIT`, a temporary file
+(:meth:`GraphSession.download_blob`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import logging
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -38,6 +47,7 @@ from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
+from ..model import Blob, BlobWriter
 from ..retry import default_policy, parse_retry_after
 from ..tls import client_context
 from .auth import TokenSource
@@ -50,6 +60,8 @@ READ_TIMEOUT_SECONDS = 120.0
 RETRY_STATUSES = frozenset({429, 503, 504})
 IMMUTABLE_ID = 'IdType="ImmutableId"'
 DOWNLOAD_CHUNK = 256 * 1024
+MAX_BATCH = 20  # requests in one $batch: Graph's limit
+BATCH_PATH = "/$batch"
 
 T = TypeVar("T")
 
@@ -78,8 +90,63 @@ def failure_of(err: BaseException) -> GraphFailure | None:
     return None
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a JSON batch; ``url`` is relative to ``/v1.0`` (``/users/.../messages/.../move``)."""
+
+    method: str
+    url: str
+    body: Any = None  # sent as JSON
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """Graph's answer to one request of a batch (after the retries of :meth:`GraphSession.batch`)."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None  # parsed JSON, or base64 text for other content
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def failure(self) -> GraphFailure:
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        return GraphFailure(self.status, str(error.get("code") or ""), str(error.get("message") or ""))
+
+
+class _Slots:
+    """The mailbox's concurrency slots; a request may take several at once (a $batch), gathered one at a time under
+    a lock so that two such requests never each hold part of what they need."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = asyncio.Semaphore(total)
+        self._gathering = asyncio.Lock()
+
+    async def acquire(self, count: int) -> None:
+        if count == 1:
+            await self._free.acquire()
+            return
+        taken = 0
+        try:
+            async with self._gathering:
+                while taken < count:
+                    await self._free.acquire()
+                    taken += 1
+        except BaseException:
+            self.release(taken)
+            raise
+
+    def release(self, count: int) -> None:
+        for _ in range(count):
+            self._free.release()
+
+
 class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives back its concurrency slot when it is closed."""
+    """A response body that gives back its concurrency slots when it is closed."""
 
     def __init__(self, stream: Any, release: Callable[[], None]) -> None:
         self._stream = stream
@@ -104,7 +171,7 @@ class RequestGuard(BaseMiddleware):
         self._tokens = tokens
         self._deadline = deadline
         self._where = where
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._slots = _Slots(MAX_CONCURRENT_REQUESTS)
 
     async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
         prefer = request.headers.get("Prefer")
@@ -140,14 +207,15 @@ class RequestGuard(BaseMiddleware):
             return response
 
     async def _send_once(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
-        await self._slots.acquire()
+        weight = self._weight(request)
+        await self._slots.acquire(weight)
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                self._slots.release()
+                self._slots.release(weight)
 
         try:
             response = await super().send(request, transport)
@@ -156,6 +224,16 @@ class RequestGuard(BaseMiddleware):
             raise
         response.stream = _ReleasingStream(response.stream, release)
         return response
+
+    def _weight(self, request: httpx.Request) -> int:
+        """Slots a request takes: one, or for a $batch one per request it holds (Graph runs up to four at once)."""
+        if not request.url.path.endswith(BATCH_PATH):
+            return 1
+        try:
+            held = len(json.loads(request.content)["requests"])
+        except (ValueError, KeyError, TypeError, httpx.RequestNotRead):
+            held = self._slots.total
+        return max(1, min(held, self._slots.total))
 
     async def _wait(self, delay: float, request: httpx.Request, reason: str) -> bool:
         """Sleeps before a retry; False (no retry) when the wait would end after the run's deadline."""
@@ -193,6 +271,8 @@ class GraphSession:
 
         self.base_url = graph_endpoint.rstrip("/") + "/v1.0"
         self.tokens = tokens
+        self._deadline = deadline
+        self._where = where
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"graph {where}", daemon=True)
         self._thread.start()
@@ -229,21 +309,36 @@ class GraphSession:
 
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
         """Runs ``make()`` on the session's loop and waits for its result (or exception)."""
+        return self.start(make).result()
+
+    def start(self, make: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Starts ``make()`` on the session's loop; its result (or exception) comes with the future."""
 
         async def call() -> T:
             return await make()
 
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(call(), self._loop)
 
     def download(self, path: str, *, limit: int | None = None) -> bytes:
-        """GET ``base_url + path`` (``/$value`` of a message or attachment), streamed in chunks.
+        """GET ``base_url + path`` (``/$value`` of a message or attachment), streamed in chunks, into memory.
 
         With ``limit``, reading stops once more than ``limit`` bytes arrived: the caller sees a too-large body
         without it ever being held whole.
         """
-        return self.run(lambda: self._download(path, limit))
+        return self.download_blob(path, limit=limit, spill=False).read()
 
-    async def _download(self, path: str, limit: int | None) -> bytes:
+    def download_blob(self, path: str, *, limit: int | None = None, spill: bool = True) -> Blob:
+        """As :meth:`download`, into a :class:`~ingest.model.Blob`: with ``spill``, a body bigger than
+        :data:`~ingest.model.BLOB_MEMORY_LIMIT` goes to a temporary file chunk by chunk, never whole in memory."""
+        writer = BlobWriter() if spill else BlobWriter(memory_limit=sys.maxsize)
+        try:
+            self.run(lambda: self._download(path, limit, writer))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
+
+    async def _download(self, path: str, limit: int | None, sink: BlobWriter) -> None:
         token = await asyncio.to_thread(self.tokens.token)
         request = self.http.build_request(
             "GET",
@@ -258,16 +353,138 @@ class GraphSession:
                 await response.aread()
                 raise _failure_from_response(response)
             expected = int(response.headers.get("Content-Length") or 0)
-            body = bytearray()
             async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
-                body += chunk
-                if limit is not None and len(body) > limit:
+                sink.write(chunk)
+                if limit is not None and sink.size > limit:
                     break
-            if limit is None and expected and len(body) != expected:
-                raise httpx.RemoteProtocolError(f"body ended after {len(body)} of {expected} bytes")
-            return bytes(body)
+            if limit is None and expected and sink.size != expected:
+                raise httpx.RemoteProtocolError(f"body ended after {sink.size} of {expected} bytes")
         finally:
             await response.aclose()
+
+    def get_json(self, url: str, params: dict[str, str] | None = None) -> Any:
+        """GET ``url`` (``base_url`` + a path, or a whole ``@odata.nextLink``) and return its JSON, bypassing the
+        SDK's models: msgraph-sdk spends milliseconds deserialising each message, which for a listing of thousands
+        is seconds. Raises :class:`GraphFailure` for an error status."""
+        return self.run(lambda: self._get_json(url, params))
+
+    async def _get_json(self, url: str, params: dict[str, str] | None) -> Any:
+        token = await asyncio.to_thread(self.tokens.token)
+        request = self.http.build_request(
+            "GET",
+            url if url.startswith(("https://", "http://")) else self.base_url + url,
+            params=params,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            extensions={REQUEST_OPTIONS_KEY: {}},
+        )
+        response = await self.http.send(request)
+        if response.status_code >= 400:
+            raise _failure_from_response(response)
+        try:
+            return response.json()
+        except ValueError as err:
+            raise httpx.RemoteProtocolError(f"Graph's answer is not JSON: {err}") from err
+
+    def batch(self, requests: Sequence[BatchRequest]) -> list[BatchAnswer]:
+        """Send ``requests`` in JSON batches of at most :data:`MAX_BATCH`, one batch after another, and return
+        Graph's answer to each, in order.
+
+        A request answered 429, 503 or 504 is sent again (in a later batch) after the longest ``Retry-After`` of
+        its batch, or a back-off, as the shared retry policy says; a wait that would end after the run's deadline
+        is not started and the last answer stands. The batch request itself is retried by the request guard.
+        """
+        return self.run(lambda: self._batch(requests))
+
+    def start_batch(self, requests: Sequence[BatchRequest]) -> concurrent.futures.Future[list[BatchAnswer]]:
+        """:meth:`batch` in the background: the answers come with the future."""
+        return self.start(lambda: self._batch(requests))
+
+    async def _batch(self, requests: Sequence[BatchRequest]) -> list[BatchAnswer]:
+        answers: list[BatchAnswer | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        policy = default_policy()
+        attempt = 0
+        while pending:
+            attempt += 1
+            retry: list[int] = []
+            waits: list[float] = []
+            for start in range(0, len(pending), MAX_BATCH):
+                chunk = pending[start : start + MAX_BATCH]
+                for index, answer in zip(
+                    chunk, await self._send_batch_again([requests[i] for i in chunk]), strict=True
+                ):
+                    answers[index] = answer
+                    if answer.status in RETRY_STATUSES:
+                        retry.append(index)
+                        waits.append(policy.delay(attempt, parse_retry_after(_header(answer.headers, "Retry-After"))))
+            if not retry or attempt >= policy.attempts:
+                break
+            delay = max(waits)
+            if self._deadline is not None and time.monotonic() + delay > self._deadline:
+                log.warning(
+                    "%s: %d requests of a batch throttled; a retry in %.0fs would overrun this run's time budget",
+                    self._where,
+                    len(retry),
+                    delay,
+                )
+                break
+            log.info(
+                "%s: Graph throttled %d requests of a batch; retrying them in %.1fs", self._where, len(retry), delay
+            )
+            await asyncio.sleep(delay)
+            pending = retry
+        return [answer if answer is not None else BatchAnswer(0) for answer in answers]
+
+    async def _send_batch_again(self, requests: Sequence[BatchRequest]) -> list[BatchAnswer]:
+        """:meth:`_send_batch`, sent again when the connection breaks in the middle of the answer (which the request
+        guard does not see). Safe for moves too: one already done answers 404 and is found in its folder."""
+        policy = default_policy()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._send_batch(requests)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as err:
+                delay = policy.delay(attempt)
+                if attempt >= policy.attempts or (
+                    self._deadline is not None and time.monotonic() + delay > self._deadline
+                ):
+                    raise
+                log.info("%s: a batch's answer broke off (%s); sending it again", self._where, err)
+                await asyncio.sleep(delay)
+
+    async def _send_batch(self, requests: Sequence[BatchRequest]) -> list[BatchAnswer]:
+        items = []
+        for number, item in enumerate(requests, 1):
+            entry: dict[str, Any] = {"id": str(number), "method": item.method, "url": item.url}
+            if item.body is not None:
+                entry["body"] = item.body
+                entry["headers"] = {"Content-Type": "application/json"}
+            items.append(entry)
+        token = await asyncio.to_thread(self.tokens.token)
+        request = self.http.build_request(
+            "POST",
+            self.base_url + BATCH_PATH,
+            json={"requests": items},
+            headers={"Authorization": f"Bearer {token}"},
+            extensions={REQUEST_OPTIONS_KEY: {}},
+        )
+        response = await self.http.send(request)
+        if response.status_code >= 400:
+            raise _failure_from_response(response)
+        try:
+            by_id = {str(r.get("id")): r for r in response.json().get("responses") or []}
+        except (ValueError, AttributeError) as err:
+            raise httpx.RemoteProtocolError(f"Graph's $batch answer is not JSON batching: {err}") from err
+        answers = []
+        for number in range(1, len(requests) + 1):
+            found = by_id.get(str(number))
+            if found is None:  # Graph answered for fewer requests than it was sent: treat as throttled
+                answers.append(BatchAnswer(503, {}, {"error": {"code": "MissingResponse", "message": "no answer"}}))
+                continue
+            headers = {str(k): str(v) for k, v in (found.get("headers") or {}).items()}
+            answers.append(BatchAnswer(int(found.get("status") or 0), headers, found.get("body")))
+        return answers
 
     def close(self) -> None:
         try:
@@ -281,6 +498,13 @@ class GraphSession:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
 
 
 def _failure_from_response(response: httpx.Response) -> GraphFailure:

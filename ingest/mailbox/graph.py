@@ -4,18 +4,23 @@
   name (case-insensitive); a first part that is not a well-known name is a top-level folder. Target folders are
   created with their parents when missing.
 * Listing: the source folder's messages oldest first, page by page (``@odata.nextLink``), only the fields needed,
-  ``max_age_days`` filtered by Graph. Every page is read before the first message is handled, because Graph pages
-  by offset and moving messages out of the folder would shift the later pages.
+  each with its attachments' metadata (``$expand=attachments($select=...)``, never their content), ``max_age_days``
+  filtered by Graph. Every page is read before the first message is handled, because Graph pages by offset and
+  moving messages out of the folder would shift the later pages. Reading a listed message costs no request.
 * Ids are immutable (``Prefer: IdType="ImmutableId"``, set by the request guard): the id recorded in the state store
   still names the message after it moved.
-* Reading: the message with its attachments' metadata (never their content). File attachments become
-  :class:`~ingest.extraction.Candidate` objects whose bytes are downloaded from ``/attachments/{id}/$value`` in
-  chunks only when extraction asks for them, one at a time, and never beyond the account's size limit. An attached
-  mail (item attachment) is downloaded as MIME and goes through :func:`~ingest.extraction.extract_from_mime`
-  exactly as an attached message/rfc822 part of an IMAP message: the .eml and its own attachments. A reference
-  attachment (a cloud link) is reported as skipped. ``import: message|both`` reads the message's MIME instead.
-  The one selection path (:func:`~ingest.extraction.select_documents`) decides inline images, names and filters.
-* Settling moves the message; nothing is ever deleted.
+* Reading: file attachments become :class:`~ingest.extraction.Candidate` objects. Small ones (listed size up to
+  :data:`BATCHED_ATTACHMENT_BYTES`) are fetched ahead with their ``contentBytes`` in JSON batches: reading a
+  message fetches its own and those of the next listed messages the filters let through, up to
+  :data:`~ingest.graph.client.MAX_BATCH` attachments or :data:`FETCH_AHEAD_BYTES` per batch. Bigger ones are
+  streamed from ``/attachments/{id}/$value`` into memory or a temporary file only when extraction asks for them,
+  and never beyond the account's size limit (one listed well above it is not downloaded at all). An attached mail
+  (item attachment) is downloaded as MIME and goes through :func:`~ingest.extraction.extract_from_mime` exactly as
+  an attached message/rfc822 part of an IMAP message: the .eml and its own attachments. A reference attachment (a
+  cloud link) is reported as skipped. ``import: message|both`` reads the message's MIME instead. The one selection
+  path (:func:`~ingest.extraction.select_documents`) decides inline images, names and filters.
+* Settling moves the message; nothing is ever deleted. :meth:`GraphMailbox.settle_many` moves many in JSON batches
+  (20 moves a request) and returns the ones Graph refused, which stay where they are.
 
 Errors: what stops the account (sign-in, access denied, folder missing) is AccountError; what stops this run only
 (Graph unreachable, still throttled after retries, time budget) is ConnectionLost; a message that cannot be read
@@ -24,10 +29,15 @@ is DocumentError.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import concurrent.futures
 import logging
+import re
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,16 +47,23 @@ import httpx
 
 from ..config import Filters, GraphAccount
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError
-from ..extraction import Candidate, extract_from_mime, message_identity, select_documents
+from ..extraction import Candidate, extract_from_mime, message_identity, message_passes_filters, select_documents
 from ..graph.auth import TokenCacheStore, graph_token_source
-from ..graph.client import RETRY_STATUSES, GraphSession, failure_of
-from ..model import Extraction, MessageHeaders, MessageRef, SkippedPart
+from ..graph.client import (
+    MAX_BATCH,
+    RETRY_STATUSES,
+    BatchAnswer,
+    BatchRequest,
+    GraphFailure,
+    GraphSession,
+    failure_of,
+)
+from ..model import Blob, Extraction, MessageHeaders, MessageRef, SkippedPart
 from ..retry import default_policy
 from .base import ExtractionOptions, Outcome
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
-    from msgraph.generated.models.attachment import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +80,10 @@ ATTACHMENT_FIELDS = "id,name,contentType,size,isInline"
 # Graph's attachment size counts the attachment's properties too; only well above the limit is it surely too big.
 SIZE_SLACK = 256 * 1024
 REFERENCE_REASON = "cloud link, not importable"
+# File attachments up to this listed size come with their content (base64 in JSON) in a batch; bigger ones are
+# streamed from /$value when extraction asks for them.
+BATCHED_ATTACHMENT_BYTES = 1024 * 1024
+FETCH_AHEAD_BYTES = 8 * 1024 * 1024  # listed size of the attachments fetched in one batch
 _FORWARDED_STEM = "forwarded message"
 
 
@@ -92,6 +113,14 @@ class GraphMailbox:
         self._where = f"account {account.name} (mailbox {account.mailbox})"
         self._session: GraphSession | None = None
         self._folders: dict[str, str] = {}  # lower-cased path -> folder id
+        # The listing, for reading without a request: message id -> listed message (until read), and the order.
+        self._listed: dict[str, GraphMessage] = {}
+        self._order: list[str] = []
+        self._position: dict[str, int] = {}
+        # Small attachments fetched ahead: message id -> attachment id -> content, or why it could not be fetched.
+        self._fetched: dict[str, dict[str, bytes | IngestError]] = {}
+        self._windows: dict[str, _Window] = {}  # message id -> the batch of attachments planned for it
+        self._fetch_lock = threading.Lock()
 
     # --- session --------------------------------------------------------------------------------------------
 
@@ -111,6 +140,7 @@ class GraphMailbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._cancel_windows()
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -289,60 +319,180 @@ class GraphMailbox:
     def list_messages(self) -> Iterator[MessageRef]:
         source = self._require_folder(self.account.folder, create=False)
         refs: list[MessageRef] = []
-        page = self._call(f"listing folder {self.account.folder!r}", lambda: self._first_page(source))
+        self._listed.clear()
+        self._fetched.clear()
+        self._cancel_windows()
+        action = f"listing folder {self.account.folder!r}"
+        page = self._get_json(action, f"{self._user_path}/mailFolders/{quote(source, safe='')}/messages", self._query())
         while True:
-            refs.extend(self._ref(message) for message in (page.value or []))
-            next_link = page.odata_next_link
+            for data in page.get("value") or []:
+                message = _message(data)
+                refs.append(MessageRef(ref=message.id, key=message.id, headers=message.headers))
+                self._listed[message.id] = message
+            next_link = page.get("@odata.nextLink")
             if not next_link:
                 break
             if self._deadline is not None and time.monotonic() > self._deadline:
                 log.warning("%s: time budget used up while listing; %d messages listed", self._where, len(refs))
                 break
-            page = self._call(
-                f"listing folder {self.account.folder!r}",
-                lambda link=next_link: self._user.mail_folders.by_mail_folder_id(source).messages.with_url(link).get(),  # type: ignore[misc]
-            )
+            page = self._get_json(action, str(next_link))
+        self._order = [ref.ref for ref in refs]
+        self._position = {message_id: index for index, message_id in enumerate(self._order)}
         log.info("%s: %d messages in %s", self._where, len(refs), self.account.folder)
         yield from refs
 
-    async def _first_page(self, source: str) -> Any:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (
-            MessagesRequestBuilder,
-        )
-
+    def _query(self) -> dict[str, str]:
         max_age = self.account.filters.max_age_days
-        parameters = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            select=LIST_FIELDS,
-            orderby=["receivedDateTime asc"],
-            top=self._page_size,
+        query = {
+            "$select": ",".join(LIST_FIELDS),
+            "$expand": f"attachments($select={ATTACHMENT_FIELDS})",
+            "$orderby": "receivedDateTime asc",
+            "$top": str(self._page_size),
+        }
+        if max_age:
             # Graph wants the $orderby property first in $filter: both are receivedDateTime here.
-            filter=f"receivedDateTime ge {_odata_time(datetime.now(UTC) - timedelta(days=max_age))}"
-            if max_age
-            else None,
-        )
-        builder = self._user.mail_folders.by_mail_folder_id(source).messages
-        return await builder.get(RequestConfiguration(query_parameters=parameters))
+            query["$filter"] = f"receivedDateTime ge {_odata_time(datetime.now(UTC) - timedelta(days=max_age))}"
+        return query
 
-    def _ref(self, message: Any) -> MessageRef:
-        message_id = str(message.id)
-        return MessageRef(ref=message_id, key=message_id, headers=_headers(message))
+    def _get_json(
+        self, action: str, url: str, query: dict[str, str] | None = None, *, message_level: bool = False
+    ) -> Any:
+        try:
+            return self.session.get_json(url, query)
+        except Exception as err:
+            raise self._translate(err, action, message_level=message_level) from err
 
     def read(self, ref: MessageRef) -> GraphMailItem:
-        message = self._call(f"reading message {ref.key}", lambda: self._get_message(ref.ref), message_level=True)
+        """The message as listed (no request), or as Graph gives it now when this session did not list it; its
+        small attachments, and those of the next messages, fetched ahead. Raises DocumentError (or what stops the
+        run) when one of its own attachments could not be fetched."""
+        message = self._listed.pop(ref.ref, None)
         if message is None:
-            raise DocumentError(f"{self._where}: message {ref.key} not found")
+            query = {"$select": ",".join(LIST_FIELDS), "$expand": f"attachments($select={ATTACHMENT_FIELDS})"}
+            url = f"{self._user_path}/messages/{quote(ref.ref, safe='')}"
+            message = _message(self._get_json(f"reading message {ref.key}", url, query, message_level=True))
+        if self.account.import_ != "message":
+            self._fetch_ahead(message.id, message)
+            problems = [p for p in self._fetched.get(message.id, {}).values() if isinstance(p, IngestError)]
+            if problems:
+                self._fetched.pop(message.id, None)
+                raise problems[0]
         return GraphMailItem(self, message)
 
-    async def _get_message(self, message_id: str) -> Any:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.item.messages.item.message_item_request_builder import MessageItemRequestBuilder
+    # --- small attachments fetched ahead in batches -----------------------------------------------------------
 
-        parameters = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
-            select=LIST_FIELDS, expand=[f"attachments($select={ATTACHMENT_FIELDS})"]
-        )
-        builder = self._user.messages.by_message_id(message_id)
-        return await builder.get(RequestConfiguration(query_parameters=parameters))
+    def _fetch_ahead(self, message_id: str, message: GraphMessage) -> None:
+        """Have the small attachments of this message at hand, and the next batch of them on its way.
+
+        Batches are planned in listing order: the one holding this message (sent now unless it already went) and
+        the one after it, sent in the background while this message is extracted and uploaded.
+        """
+        with self._fetch_lock:
+            position = self._position.get(message_id)
+            if position is not None:  # what was fetched for earlier messages and never taken goes now
+                for earlier in [m for m in self._fetched if self._position.get(m, position) < position]:
+                    del self._fetched[earlier]
+            window = self._windows.get(message_id) or self._plan(message_id, message, position, reading=True)
+            if position is not None and window.last + 1 < len(self._order):
+                following = self._order[window.last + 1]
+                if following not in self._windows and following in self._listed:
+                    self._plan(following, self._listed[following], window.last + 1, reading=False)
+            self._windows.pop(message_id, None)
+            self._receive(window)
+
+    def _plan(self, message_id: str, message: GraphMessage, position: int | None, *, reading: bool) -> _Window:
+        """Start the batch for the small attachments of this message and of the next listed ones the filters let
+        through, up to MAX_BATCH attachments or FETCH_AHEAD_BYTES (none: nothing is sent)."""
+        first = self._small_attachments(message) if reading or self._will_read(message) else []
+        wanted: list[tuple[str, GraphAttachment]] = [(message_id, attachment) for attachment in first]
+        budget = _sizes(first)
+        last = position if position is not None else -1
+        index = last + 1 if position is not None else len(self._order)
+        while index < len(self._order) and len(wanted) < MAX_BATCH and budget < FETCH_AHEAD_BYTES:
+            later = self._order[index]
+            listed = self._listed.get(later)
+            if listed is not None and later not in self._windows and self._will_read(listed):
+                small = self._small_attachments(listed)
+                if len(wanted) + len(small) > MAX_BATCH or budget + _sizes(small) > FETCH_AHEAD_BYTES:
+                    break
+                wanted += [(later, attachment) for attachment in small]
+                budget += _sizes(small)
+            last = index
+            index += 1
+        requests = [
+            BatchRequest(
+                "GET",
+                f"{self._user_path}/messages/{quote(owner, safe='')}/attachments/{quote(attachment.id, safe='')}",
+            )
+            for owner, attachment in wanted
+        ]
+        window = _Window(wanted, last, self.session.start_batch(requests) if requests else None)
+        covered = self._order[position : last + 1] if position is not None else [message_id]
+        for covered_id in covered:
+            self._windows.setdefault(covered_id, window)
+        return window
+
+    def _receive(self, window: _Window) -> None:
+        """Wait for a batch of attachments and keep what it brought (or why not) for the messages it served."""
+        if window.received or window.future is None:
+            return
+        window.received = True
+        future, wanted = window.future, window.wanted
+        window.future, window.wanted = None, []  # the answers hold base64 text: not kept beyond this
+        try:
+            answers = future.result()
+        except Exception as err:
+            problem = self._translate(err, f"fetching {len(wanted)} attachments", message_level=True)
+            if isinstance(problem, (AccountError, ConnectionLost)):
+                raise problem from err
+            # Not the messages' fault, maybe: each attachment is downloaded on its own when asked for.
+            log.warning("%s: fetching %d attachments in a batch failed (%s); downloading them one by one",
+                        self._where, len(wanted), problem)  # fmt: skip
+            return
+        for (message_id, attachment), answer in zip(wanted, answers, strict=True):
+            fetched = self._fetched.setdefault(message_id, {})
+            content = answer.body.get("contentBytes") if answer.ok and isinstance(answer.body, dict) else None
+            if answer.ok and isinstance(content, str):
+                try:
+                    fetched[attachment.id] = base64.b64decode(content, validate=True)
+                except (binascii.Error, ValueError):
+                    fetched[attachment.id] = DocumentError(
+                        f"{self._where}: Graph sent attachment {attachment.name!r} of message {message_id} in a "
+                        "broken encoding"
+                    )
+            elif not answer.ok:
+                action = f"downloading attachment {attachment.name!r} of message {message_id}"
+                fetched[attachment.id] = self._refusal(answer.failure(), action)
+            # an answer without contentBytes: downloaded from /$value when asked for
+
+    def _will_read(self, message: GraphMessage) -> bool:
+        """False for a message the pipeline leaves in place for the account's filters (no need to fetch for it)."""
+        return message_passes_filters(message.headers, self.account.filters, datetime.now(UTC)) is None
+
+    def _small_attachments(self, message: GraphMessage) -> list[GraphAttachment]:
+        limit = self.account.filters.max_attachment_bytes
+        return [
+            attachment
+            for attachment in message.attachments
+            if attachment.kind == "file"
+            and attachment.size <= BATCHED_ATTACHMENT_BYTES
+            and (limit is None or attachment.size <= limit + SIZE_SLACK)
+        ]
+
+    def _cancel_windows(self) -> None:
+        for window in self._windows.values():
+            if window.future is not None:
+                window.future.cancel()
+        self._windows.clear()
+
+    def take_fetched(self, message_id: str, attachment_id: str) -> bytes | IngestError | None:
+        """The content fetched ahead for an attachment (once), the reason it could not be, or None."""
+        fetched = self._fetched.get(message_id)
+        return fetched.pop(attachment_id, None) if fetched is not None else None
+
+    def _refusal(self, failure: GraphFailure, action: str) -> IngestError:
+        problem = self._translate(failure, action, message_level=True)
+        return problem if isinstance(problem, IngestError) else DocumentError(f"{self._where}: {action}: {failure}")
 
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         path = self.account.processed_folder if outcome == "processed" else self.account.failed_folder
@@ -361,6 +511,37 @@ class GraphMailbox:
 
         await self._user.messages.by_message_id(message_id).move.post(MovePostRequestBody(destination_id=target))
 
+    def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> dict[str, IngestError]:
+        """Move messages to the processed or failed folder in JSON batches (20 moves a request, throttled ones
+        sent again after Retry-After). Returns, by message key, why Graph did not move a message: those stay in
+        the source folder and must not be counted as settled. Raises what stops the run or the account when the
+        batches themselves fail."""
+        if not refs:
+            return {}
+        path = self.account.processed_folder if outcome == "processed" else self.account.failed_folder
+        target = self._require_folder(path, create=True)
+        requests = [
+            BatchRequest(
+                "POST", f"{self._user_path}/messages/{quote(ref.ref, safe='')}/move", {"destinationId": target}
+            )
+            for ref in refs
+        ]
+        try:
+            answers = self.session.batch(requests)
+        except Exception as err:
+            raise self._translate(err, f"moving {len(refs)} messages to {path!r}", message_level=False) from err
+        failures: dict[str, IngestError] = {}
+        for ref, answer in zip(refs, answers, strict=True):
+            if answer.ok:
+                continue
+            failure = answer.failure()
+            if failure.status == 404 and self._already_in(ref.ref, target):
+                continue  # an earlier attempt moved it and the answer got lost
+            failures[ref.key] = self._refusal(failure, f"moving message {ref.key} to {path!r}")
+            log.warning("%s: message %s not moved to %s: %s", self._where, ref.key, path, failures[ref.key])
+        log.info("%s: %d messages moved to %s", self._where, len(refs) - len(failures), path)
+        return failures
+
     def _already_in(self, message_id: str, folder_id: str) -> bool:
         try:
             message = self.session.run(lambda: self._user.messages.by_message_id(message_id).get())
@@ -371,12 +552,17 @@ class GraphMailbox:
     # --- downloads for the mail items -----------------------------------------------------------------------
 
     def download(self, path: str, *, what: str, limit: int | None = None) -> bytes:
+        return self.download_blob(path, what=what, limit=limit, spill=False).read()
+
+    def download_blob(self, path: str, *, what: str, limit: int | None = None, spill: bool = True) -> Blob:
+        """The body of ``path`` (below the user), in memory or, when big, a temporary file; retried when the
+        connection breaks in the middle."""
         policy = default_policy()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self.session.download(self._user_path + path, limit=limit)
+                return self.session.download_blob(self._user_path + path, limit=limit, spill=spill)
             except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as err:
                 # The connection broke in the middle of the body, which the request guard does not see.
                 if attempt >= policy.attempts:
@@ -385,6 +571,17 @@ class GraphMailbox:
                 policy.sleep(policy.delay(attempt))
             except Exception as err:
                 raise self._translate(err, f"downloading {what}", message_level=True) from err
+
+
+@dataclass
+class _Window:
+    """One batch of small attachments fetched ahead: what it asks for, the position of the last message it
+    covers in the listing, its answers on their way."""
+
+    wanted: list[tuple[str, GraphAttachment]]
+    last: int
+    future: concurrent.futures.Future[list[BatchAnswer]] | None
+    received: bool = False
 
 
 @dataclass(frozen=True)
@@ -399,12 +596,11 @@ class _AttachmentsOnly:
 class GraphMailItem:
     """One Graph message: headers from Graph's fields, documents on demand."""
 
-    def __init__(self, mailbox: GraphMailbox, message: Any) -> None:
+    def __init__(self, mailbox: GraphMailbox, message: GraphMessage) -> None:
         self._mailbox = mailbox
-        self._message = message
-        self.id = str(message.id)
-        self.headers = _headers(message)
-        self.attachments: list[Attachment] = list(message.attachments or [])
+        self.id = message.id
+        self.headers = message.headers
+        self.attachments = message.attachments
 
     @property
     def identity(self) -> str:
@@ -415,7 +611,7 @@ class GraphMailItem:
 
     def extract(self, options: ExtractionOptions) -> Extraction:
         references = [
-            SkippedPart(a.name or "link", REFERENCE_REASON) for a in self.attachments if _kind(a) == "reference"
+            SkippedPart(a.name or "link", REFERENCE_REASON) for a in self.attachments if a.kind == "reference"
         ]
         if options.import_ in ("message", "both"):
             raw = self._mailbox.download(f"/messages/{quote(self.id, safe='')}/$value", what="the message")
@@ -432,9 +628,9 @@ class GraphMailItem:
         limit = options.filters.max_attachment_bytes
         for index, attachment in enumerate(self.attachments, 1):
             path = f"g{index}"
-            kind = _kind(attachment)
+            kind = attachment.kind
             if kind == "file":
-                size = attachment.size or 0
+                size = attachment.size
                 yield Candidate(
                     attachment.name,
                     attachment.content_type or "application/octet-stream",
@@ -442,25 +638,34 @@ class GraphMailItem:
                     self._loader(attachment, limit),
                     # A listed size only decides "too large" when it is well above the limit (see SIZE_SLACK).
                     size=size if limit is not None and size > limit + SIZE_SLACK else None,
-                    is_inline=bool(attachment.is_inline),
-                    content_id=getattr(attachment, "content_id", None),
+                    is_inline=attachment.is_inline,
+                    content_id=attachment.content_id,
                 )
             elif kind == "item":
                 yield from self._attached_mail(attachment, path, options, notes)
             elif kind != "reference":  # references are reported by extract()
                 notes.append(SkippedPart(attachment.name or path, f"attachment of unknown type {kind!r}: not read"))
 
-    def _loader(self, attachment: Any, limit: int | None) -> Callable[[], bytes]:
-        url = f"/messages/{quote(self.id, safe='')}/attachments/{quote(str(attachment.id), safe='')}/$value"
+    def _loader(self, attachment: GraphAttachment, limit: int | None) -> Callable[[], bytes | Blob]:
+        url = f"/messages/{quote(self.id, safe='')}/attachments/{quote(attachment.id, safe='')}/$value"
         what = f"attachment {attachment.name!r}"
-        # One byte more than the limit is enough for select_documents to see "too large".
-        return lambda: self._mailbox.download(url, what=what, limit=limit)
+
+        def load() -> bytes | Blob:
+            fetched = self._mailbox.take_fetched(self.id, attachment.id)
+            if isinstance(fetched, IngestError):
+                raise fetched
+            if fetched is not None:
+                return fetched
+            # One byte more than the limit is enough for select_documents to see "too large".
+            return self._mailbox.download_blob(url, what=what, limit=limit)
+
+        return load
 
     def _attached_mail(
-        self, attachment: Any, path: str, options: ExtractionOptions, notes: list[SkippedPart]
+        self, attachment: GraphAttachment, path: str, options: ExtractionOptions, notes: list[SkippedPart]
     ) -> Iterator[Candidate]:
         """An attached mail as IMAP sees one: a message/rfc822 part, extracted by the one MIME path."""
-        url = f"/messages/{quote(self.id, safe='')}/attachments/{quote(str(attachment.id), safe='')}/$value"
+        url = f"/messages/{quote(self.id, safe='')}/attachments/{quote(attachment.id, safe='')}/$value"
         mime = self._mailbox.download(url, what=f"attached mail {attachment.name!r}")
         wrapper = _as_attached_message(attachment.name or "", mime)
         inner = extract_from_mime(
@@ -475,12 +680,85 @@ class GraphMailItem:
             )
 
 
-def _kind(attachment: Any) -> str:
-    odata_type = (getattr(attachment, "odata_type", None) or "").lower()
+# --- Graph's JSON -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphAttachment:
+    """An attachment as listed: what Graph says about it, never its content."""
+
+    id: str
+    kind: str  # "file", "item", "reference", or Graph's type for anything else
+    name: str | None
+    content_type: str | None
+    size: int  # Graph's figure: the content and the attachment's properties
+    is_inline: bool
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GraphMessage:
+    """A message as listed: its id, the headers the pipeline needs, its attachments' metadata."""
+
+    id: str
+    headers: MessageHeaders
+    attachments: tuple[GraphAttachment, ...]
+
+
+def _message(data: Any) -> GraphMessage:
+    if not isinstance(data, dict) or not data.get("id"):
+        raise DocumentError(f"Graph sent a message without an id: {str(data)[:200]}")
+    return GraphMessage(
+        id=str(data["id"]),
+        headers=_headers(data),
+        attachments=tuple(_attachment(a) for a in data.get("attachments") or [] if isinstance(a, dict)),
+    )
+
+
+def _attachment(data: dict[str, Any]) -> GraphAttachment:
+    return GraphAttachment(
+        id=str(data.get("id") or ""),
+        kind=_kind(str(data.get("@odata.type") or "")),
+        name=data.get("name"),
+        content_type=data.get("contentType"),
+        size=int(data.get("size") or 0),
+        is_inline=bool(data.get("isInline")),
+        content_id=data.get("contentId"),
+    )
+
+
+def _kind(odata_type: str) -> str:
+    odata_type = odata_type.lower()
     for kind in ("file", "item", "reference"):
         if odata_type.endswith(f"{kind}attachment"):
             return kind
     return odata_type or "unknown"
+
+
+def _headers(data: dict[str, Any]) -> MessageHeaders:
+    sender = ""
+    for field in ("from", "sender"):
+        address = ((data.get(field) or {}).get("emailAddress") or {}).get("address")
+        if address:
+            sender = str(address)
+            break
+    internet_id = "".join(str(data.get("internetMessageId") or "").split()).strip("<>") or None
+    received = _graph_time(data.get("receivedDateTime"))
+    return MessageHeaders(
+        message_id=internet_id, sender=sender, subject=str(data.get("subject") or ""), received=received
+    )
+
+
+def _graph_time(value: Any) -> datetime | None:
+    """Graph's ``2024-05-01T08:00:00Z`` (fractions of up to seven digits, or an offset), as an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip())  # Python reads at most six fraction digits
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _as_attached_message(name: str, mime: bytes) -> bytes:
@@ -500,18 +778,8 @@ def _as_attached_message(name: str, mime: bytes) -> bytes:
     )
 
 
-def _headers(message: Any) -> MessageHeaders:
-    sender = ""
-    for recipient in (getattr(message, "from_", None), getattr(message, "sender", None)):
-        address = getattr(getattr(recipient, "email_address", None), "address", None)
-        if address:
-            sender = str(address)
-            break
-    internet_id = "".join((message.internet_message_id or "").split()).strip("<>") or None
-    received = message.received_date_time
-    if received is not None and received.tzinfo is None:
-        received = received.replace(tzinfo=UTC)
-    return MessageHeaders(message_id=internet_id, sender=sender, subject=message.subject or "", received=received)
+def _sizes(attachments: list[GraphAttachment]) -> int:
+    return sum(attachment.size for attachment in attachments)
 
 
 def _odata_time(moment: datetime) -> str:

@@ -163,10 +163,16 @@ class ImapMailbox:
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while searching: {describe(err)}") from err
         self._order = uids
+        # The headers in the listing only let the message filters leave a message unfetched; without such filters
+        # they would be fetched and parsed for nothing (a tenth of the CPU of a mail).
+        filters = self.account.filters
+        items = ["RFC822.SIZE"]
+        if filters.from_ or filters.subject is not None or filters.max_age_days:
+            items.append("BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]")
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start : start + LIST_CHUNK]
             try:
-                data = client.fetch(chunk, ["RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]"])
+                data = client.fetch(chunk, items)
             except _NETWORK_ERRORS as err:
                 raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(err)}") from err
             for uid in chunk:

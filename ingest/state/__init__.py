@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import MessageState, StateStore
+from .base import MessageState, Settlement, StateStore, UploadRecord
 from .factory import open_state_store
 
-__all__ = ["MessageState", "StateStore", "open_state_store"]
+__all__ = ["MessageState", "Settlement", "StateStore", "UploadRecord", "open_state_store"]

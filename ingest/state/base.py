@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -16,6 +17,26 @@ class MessageState:
     last_error: str | None
 
 
+@dataclass(frozen=True)
+class UploadRecord:
+    """A document DOC² accepted: for :meth:`StateStore.record_uploads`."""
+
+    identity: str
+    custom_doc_id: str
+    filename: str
+    doc2_id: str | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A message that left its folder for good: for :meth:`StateStore.record_settlements`."""
+
+    message_key: str
+    identity: str | None
+    status: Status
+    note: str | None = None
+
+
 class StateStore(Protocol):
     def uploaded(self, account: str, identity: str) -> set[str]:
         """custom_doc_ids of this message already in DOC²."""
@@ -24,6 +45,13 @@ class StateStore(Protocol):
     def record_upload(
         self, account: str, identity: str, custom_doc_id: str, filename: str, doc2_id: str | None
     ) -> None: ...
+
+    def record_uploads(self, account: str, uploads: Sequence[UploadRecord]) -> None:
+        """Record several uploads at once (one transaction where the store can): every one of them is durable when
+        this returns. When it raises, some may be recorded and others not (never half a record): the caller
+        settles none of their messages, and a later run uploads the unrecorded ones again with the same
+        custom_doc_id."""
+        ...
 
     def message(self, account: str, message_key: str) -> MessageState | None: ...
 
@@ -34,6 +62,10 @@ class StateStore(Protocol):
     def record_settled(
         self, account: str, message_key: str, identity: str | None, status: Status, note: str | None
     ) -> None: ...
+
+    def record_settlements(self, account: str, settled: Sequence[Settlement]) -> None:
+        """``record_settled`` for several messages at once (one transaction where the store can)."""
+        ...
 
     def settled_keys(self, account: str) -> set[str]:
         """Keys of messages settled for good (POP3 remembers imported mail this way)."""

@@ -15,7 +15,8 @@ a document in DOC² and ``m|MESSAGE_KEY`` for a message's attempts and status. K
 forbid ``/ \\ # ?`` and control characters; ``%``, ``|`` and ``~`` are escaped too so the layout stays
 unambiguous) and parts longer than ``MAX_KEY_PART`` are replaced by ``~h`` + their SHA-256; the original values
 are kept as properties. ``record_failure`` counts with optimistic concurrency (ETag), so two instances counting
-the same message never lose an attempt.
+the same message never lose an attempt. ``record_uploads`` and ``record_settlements`` send their rows as entity
+group transactions (all rows of an account share its partition): one request per ``TRANSACTION_ROWS`` rows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..azure_storage import StorageAccount, storage_error
 from ..errors import ConfigError, TransientError
 from ..leases import DEFAULT_LEASE_CONTAINER, BlobLeaseLocks
-from .base import MessageState, Status
+from .base import MessageState, Settlement, Status, UploadRecord
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -50,6 +51,8 @@ _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _ESCAPED = frozenset("/\\#?%|~")
 _SETTLED: tuple[Status, ...] = ("processed", "failed", "skipped")
 _CONCURRENCY_ATTEMPTS = 50
+TRANSACTION_ROWS = 100  # the most operations Table Storage takes in one entity group transaction...
+TRANSACTION_CHARS = 1_000_000  # ...and a bound well below its 4 MiB per transaction (property values, counted)
 
 T = TypeVar("T")
 
@@ -161,18 +164,49 @@ class TableStateStore:
     ) -> None:
         from azure.data.tables import UpdateMode
 
+        entity = self._upload_entity(account, UploadRecord(identity, custom_doc_id, filename, doc2_id))
+        self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
+
+    def record_uploads(self, account: str, uploads: Sequence[UploadRecord]) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._upsert_together([self._upload_entity(account, upload) for upload in uploads], UpdateMode.REPLACE)
+
+    def _upload_entity(self, account: str, upload: UploadRecord) -> dict[str, Any]:
         entity: dict[str, Any] = {
             "PartitionKey": escape_key_part(account),
-            "RowKey": _upload_prefix(identity) + escape_key_part(custom_doc_id),
+            "RowKey": _upload_prefix(upload.identity) + escape_key_part(upload.custom_doc_id),
             "account": account,
-            "identity": identity,
-            "custom_doc_id": custom_doc_id,
-            "filename": filename,
+            "identity": upload.identity,
+            "custom_doc_id": upload.custom_doc_id,
+            "filename": upload.filename,
             "uploaded_at": _now(),
         }
-        if doc2_id is not None:
-            entity["doc2_id"] = doc2_id
-        self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
+        if upload.doc2_id is not None:
+            entity["doc2_id"] = upload.doc2_id
+        return entity
+
+    def _upsert_together(self, entities: list[dict[str, Any]], mode: Any) -> None:
+        """Upsert entities of one partition in as few entity group transactions as the limits allow. A row given
+        twice is written once, as last given (a transaction may not touch a row twice)."""
+        unique = list({entity["RowKey"]: entity for entity in entities}.values())
+        batch: list[dict[str, Any]] = []
+        chars = 0
+        for entity in unique:
+            size = sum(len(str(value)) for value in entity.values()) + 200  # + the request's own text per row
+            if batch and (len(batch) >= TRANSACTION_ROWS or chars + size > TRANSACTION_CHARS):
+                self._submit(batch, mode)
+                batch, chars = [], 0
+            batch.append(entity)
+            chars += size
+        if batch:
+            self._submit(batch, mode)
+
+    def _submit(self, batch: list[dict[str, Any]], mode: Any) -> None:
+        if len(batch) == 1:  # a plain request: smaller, and the same effect
+            self._call(self._table.upsert_entity, batch[0], mode=mode)
+            return
+        self._call(self._table.submit_transaction, [("upsert", entity, {"mode": mode}) for entity in batch])
 
     # -- messages --------------------------------------------------------------------------------------------
 
@@ -219,10 +253,22 @@ class TableStateStore:
         from azure.data.tables import UpdateMode
 
         # MERGE keeps the attempts so far, and the identity and last error when none is given now.
-        entity = self._message_entity(account, message_key, identity, status)
-        if note is not None:
-            entity["last_error"] = note[:MAX_ERROR_CHARS]
-        self._call(self._table.upsert_entity, entity, mode=UpdateMode.MERGE)
+        self._call(
+            self._table.upsert_entity,
+            self._settled_entity(account, Settlement(message_key, identity, status, note)),
+            mode=UpdateMode.MERGE,
+        )
+
+    def record_settlements(self, account: str, settled: Sequence[Settlement]) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._upsert_together([self._settled_entity(account, one) for one in settled], UpdateMode.MERGE)
+
+    def _settled_entity(self, account: str, settled: Settlement) -> dict[str, Any]:
+        entity = self._message_entity(account, settled.message_key, settled.identity, settled.status)
+        if settled.note is not None:
+            entity["last_error"] = settled.note[:MAX_ERROR_CHARS]
+        return entity
 
     def settled_keys(self, account: str) -> set[str]:
         rows = self._query(

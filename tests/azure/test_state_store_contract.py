@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ingest.errors import AccountBusy, ConfigError
-from ingest.state import StateStore, open_state_store
+from ingest.state import Settlement, StateStore, UploadRecord, open_state_store
 from ingest.state.factory import describe_state_url
 from ingest.state.table import MAX_KEY_PART, escape_key_part, parse_state_url
 from tests.support.azurite import unique_name
@@ -53,6 +53,30 @@ def test_uploads_are_remembered_per_account_and_message(open_store):
     assert again.uploaded("a", "mid:1@x2") == {"doc-3"}
     assert again.uploaded("b", "mid:1@x") == {"doc-9"}
     assert again.uploaded("a", "mid:unknown") == set()
+
+
+def test_uploads_and_settlements_are_recorded_together(open_store):
+    """The batch calls: more rows than one transaction takes, a row given twice, awkward keys; all durable."""
+    store = open_store()
+    store.record_uploads("a", [])
+    store.record_settlements("a", [])
+    uploads = [UploadRecord(f"mid:{n // 3}@x", f"doc-{n}", f"{n}.pdf", None) for n in range(250)]
+    uploads += [UploadRecord("mid:0@x", "doc-0", "0.pdf", "d2-0"), UploadRecord(AWKWARD, "doc-awk", "w.pdf", "d2")]
+    store.record_uploads("a", uploads)
+    assert store.record_failure("a", "7:5", "mid:5@x", "boom") == 1
+    settled = [Settlement(f"7:{n}", f"mid:{n}@x", "processed") for n in range(120)]
+    settled += [Settlement("7:3", "mid:3@x", "failed", "moved by hand"), Settlement(AWKWARD, None, "skipped")]
+    store.record_settlements("a", settled)
+
+    again = open_store()
+    assert again.uploaded("a", "mid:0@x") == {"doc-0", "doc-1", "doc-2"}
+    assert again.uploaded("a", "mid:83@x") == {"doc-249"}
+    assert again.uploaded("a", AWKWARD) == {"doc-awk"}
+    assert again.uploaded("b", "mid:0@x") == set()
+    assert again.settled_keys("a") == {f"7:{n}" for n in range(120)} | {AWKWARD}
+    five, three = again.message("a", "7:5"), again.message("a", "7:3")
+    assert five is not None and (five.status, five.attempts, five.last_error) == ("processed", 1, "boom")
+    assert three is not None and (three.status, three.last_error) == ("failed", "moved by hand")
 
 
 def test_awkward_and_long_identities_and_keys(open_store):

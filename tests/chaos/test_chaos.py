@@ -108,13 +108,14 @@ def _microsoft_cloud(test_ca, rng: random.Random):
     graph.chaos_faults = Counter()
     lock = graph._lock
 
-    def chaos_fault(request) -> Response | None:
+    def chaos_fault(request, *, in_batch: bool = False) -> Response | None:
+        # A request inside a $batch fails on its own (429/503); only a whole request's connection can drop.
         with lock:
             roll = rng.random()
             if roll >= GRAPH_FAULT_RATE:
                 return None
-            kind = rng.choice(["429", "503", "drop"])
-            graph.chaos_faults[kind] += 1
+            kind = rng.choice(["429", "503"] if in_batch else ["429", "503", "drop"])
+            graph.chaos_faults[f"{kind} in a batch" if in_batch else kind] += 1
         if kind == "drop":
             return Response(drop=True)
         code = "ApplicationThrottled" if kind == "429" else "ServiceUnavailable"

@@ -10,15 +10,18 @@ Served under ``/v1.0``, for ``users/{id or UPN}`` and ``me``:
 * ``messages/{id}`` (same options), ``messages/{id}/$value`` (the MIME), ``messages/{id}/attachments``,
   ``messages/{id}/attachments/{id}`` (with ``contentBytes``), ``messages/{id}/attachments/{id}/$value`` (file bytes,
   streamed; the MIME of an attached mail), ``messages/{id}/move``;
-* ``$batch`` (JSON batching, at most 20 requests).
+* ``$batch`` (JSON batching, at most 20 requests; each answered on its own, faults included).
 
 Message ids change when a message moves, unless the request says ``Prefer: IdType="ImmutableId"``; both kinds are
 accepted as input. ``hasAttachments`` is false when a message has only inline attachments, as in Exchange.
 
 Checks the bearer token with the Entra emulator (expired -> 401 InvalidAuthenticationToken; an app-only token needs
 the Mail.ReadWrite role, a delegated one the Mail.ReadWrite scope and its own mailbox), denies mailboxes on request
-(403 ErrorAccessDenied), injects faults (429/503/504 with Retry-After, dropped connections), adds latency, and counts
-requests and the peak of concurrent requests per mailbox (Exchange allows an app 4 at a time on a mailbox).
+(403 ErrorAccessDenied), injects faults (429/503/504 with Retry-After, dropped connections; a fault whose path
+matches a request inside a ``$batch`` fails that request alone, as Graph answers each one), adds latency, and counts
+requests and the peak of concurrent requests per mailbox (Exchange allows an app 4 at a time on a mailbox). A
+``$batch`` counts as min(its requests, 4) concurrent requests on each mailbox it addresses: Graph hands up to four of
+a batch's requests to Exchange at once. ``batched`` records the requests inside batches.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import re
 import ssl
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -52,6 +55,7 @@ WELL_KNOWN_FOLDERS = {
     "outbox": "Outbox",
 }
 MAX_BATCH = 20
+BATCH_PARALLELISM = 4  # requests of one $batch that Graph runs at once
 CHUNK = 64 * 1024
 _IMMUTABLE_PREFER = re.compile(r'IdType\s*=\s*"?ImmutableId"?', re.IGNORECASE)
 
@@ -409,12 +413,13 @@ class GraphEmulator(Emulator):
         self.entra = entra
         self.mailboxes: dict[str, MailboxStore] = {}
         self.requests: list[RecordedRequest] = []
+        self.batched: list[RecordedRequest] = []  # the requests inside $batch requests
         self.faults: list[Fault] = []
         self.default_page_size = 10
         self.mailbox_concurrency_limit: int | None = None  # answer 429 above this many (Exchange: 4)
         self._active: dict[str, int] = {}
         self.peak_concurrency: dict[str, int] = {}
-        self._request_mailbox: dict[int, str] = {}
+        self._request_mailboxes: dict[int, dict[str, int]] = {}
 
     @property
     def endpoint(self) -> str:
@@ -450,6 +455,13 @@ class GraphEmulator(Emulator):
             if method in (None, r.method) and path_contains in r.path and status in (None, r.status)
         )
 
+    def reset_counters(self) -> None:
+        """Forget the requests recorded and the concurrency peaks (not the faults)."""
+        with self._lock:
+            self.requests.clear()
+            self.batched.clear()
+            self.peak_concurrency.clear()
+
     # --- request bookkeeping ------------------------------------------------------------------------------
 
     @staticmethod
@@ -459,18 +471,36 @@ class GraphEmulator(Emulator):
             return unquote(parts[3]).lower()
         return "me" if len(parts) > 2 and parts[2].lower() == "me" else parts[-1]
 
+    @classmethod
+    def _mailbox_weights(cls, request: Request) -> dict[str, int]:
+        """Concurrent requests this one makes on each mailbox: 1, or for a $batch min(its requests, 4) on each
+        mailbox its requests address."""
+        if request.path.rstrip("/").lower() != "/v1.0/$batch":
+            return {cls._mailbox_of(request): 1}
+        try:
+            items = (json.loads(request.body or b"null") or {}).get("requests") or []
+            urls = [str(item.get("url", "")) for item in items]
+        except (ValueError, AttributeError):
+            return {"$batch": 1}
+        counts: dict[str, int] = {}
+        for url in urls:
+            path = "/v1.0/" + url.partition("?")[0].lstrip("/")
+            mailbox = cls._mailbox_of(Request("GET", path, path, {}, {}, b"", ""))
+            counts[mailbox] = counts.get(mailbox, 0) + 1
+        return {mailbox: min(count, BATCH_PARALLELISM) for mailbox, count in counts.items()} or {"$batch": 1}
+
     def request_started(self, request: Request) -> None:
-        mailbox = self._mailbox_of(request)
+        weights = self._mailbox_weights(request)
         with self._lock:
-            self._active[mailbox] = active = self._active.get(mailbox, 0) + 1
-            self.peak_concurrency[mailbox] = max(self.peak_concurrency.get(mailbox, 0), active)
-            self._request_mailbox[id(request)] = mailbox
+            for mailbox, weight in weights.items():
+                self._active[mailbox] = active = self._active.get(mailbox, 0) + weight
+                self.peak_concurrency[mailbox] = max(self.peak_concurrency.get(mailbox, 0), active)
+            self._request_mailboxes[id(request)] = weights
 
     def request_finished(self, request: Request) -> None:
         with self._lock:
-            mailbox = self._request_mailbox.pop(id(request), None)
-            if mailbox is not None:
-                self._active[mailbox] -= 1
+            for mailbox, weight in self._request_mailboxes.pop(id(request), {}).items():
+                self._active[mailbox] -= weight
 
     def dispatch(self, request: Request) -> Response:
         record = RecordedRequest(
@@ -478,7 +508,7 @@ class GraphEmulator(Emulator):
         )
         with self._lock:
             self.requests.append(record)
-            active = self._active.get(record.mailbox or "", 0)
+            active = max((self._active.get(m, 0) for m in self._request_mailboxes.get(id(request), {})), default=0)
         response = self._fault(request)
         if response is None and self.mailbox_concurrency_limit and active > self.mailbox_concurrency_limit:
             response = graph_error(429, *_THROTTLE_CODES[429], headers={"Retry-After": "1"})
@@ -487,11 +517,13 @@ class GraphEmulator(Emulator):
         record.status = response.status if not response.drop else 0
         return response
 
-    def _fault(self, request: Request) -> Response | None:
+    def _fault(self, request: Request, *, in_batch: bool = False) -> Response | None:
         with self._lock:
             for fault in self.faults:
                 if fault.remaining is not None and fault.remaining <= 0:
                     continue
+                if fault.status is None and in_batch:
+                    continue  # a request inside a batch has no connection of its own to drop
                 if fault.method not in (None, request.method):
                     continue
                 if fault.path_contains is not None and fault.path_contains not in request.path:
@@ -664,8 +696,7 @@ class GraphEmulator(Emulator):
                 messages.sort(key=lambda m, p=spec[0]: _message_value(m, p), reverse=descending)  # type: ignore[misc]
         else:
             messages.sort(key=lambda m: m.received, reverse=True)  # Graph's default: newest first
-        items = [self._message_json(request, m, immutable) for m in messages]
-        return self._page(request, items, headers)
+        return self._page(request, messages, headers, lambda m: self._message_json(request, m, immutable))
 
     def _message_json(self, request: Request, message: Message, immutable: bool) -> dict[str, Any]:
         payload = _selected(message.json(immutable), _split_list(request.query.get("$select", "")))
@@ -683,12 +714,19 @@ class GraphEmulator(Emulator):
             ]
         return payload
 
-    def _page(self, request: Request, items: list[dict[str, Any]], headers: dict[str, str]) -> Response:
+    def _page(
+        self,
+        request: Request,
+        items: list[Any],
+        headers: dict[str, str],
+        render: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> Response:
+        """One page of ``items`` (``render`` makes each one's JSON: only the page's are made)."""
         top = int(request.query.get("$top") or self.default_page_size)
         if not 1 <= top <= 1000:
             raise _Problem(400, "ErrorInvalidArgument", "The value of $top must be between 1 and 1000.")
         skip = int(request.query.get("$skip") or 0)
-        page = items[skip : skip + top]
+        page = [render(item) for item in items[skip : skip + top]] if render else items[skip : skip + top]
         payload: dict[str, Any] = {"@odata.context": f"{request.base_url}/v1.0/$metadata#Collection", "value": page}
         if skip + top < len(items):
             query = dict(request.query, **{"$top": str(top), "$skip": str(skip + top)})
@@ -714,10 +752,16 @@ class GraphEmulator(Emulator):
                 body=json.dumps(item["body"]).encode() if item.get("body") is not None else b"",
                 base_url=request.base_url,
             )
-            try:
-                answer = self._route(sub, [unquote(s) for s in sub.raw_path.split("/") if s][1:], token)
-            except _Problem as problem:
-                answer = graph_error(problem.status, problem.code, problem.message, problem.headers)
+            record = RecordedRequest(sub.method, sub.path, dict(sub.query), sub.header("Prefer"), self._mailbox_of(sub))
+            with self._lock:
+                self.batched.append(record)
+            answer = self._fault(sub, in_batch=True)
+            if answer is None:
+                try:
+                    answer = self._route(sub, [unquote(s) for s in sub.raw_path.split("/") if s][1:], token)
+                except _Problem as problem:
+                    answer = graph_error(problem.status, problem.code, problem.message, problem.headers)
+            record.status = answer.status
             body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
             content_type = answer.headers.get("Content-Type", "")
             responses.append(
