@@ -19,7 +19,7 @@ from ..extraction import parse_headers
 from ..model import BlobWriter, FileBlob, MessageRef
 from ..tls import client_context
 from . import imap_sections
-from ._errors import describe, server_text
+from ._errors import close_quietly, describe, server_text
 from .base import Outcome
 from .mime import MimeMailItem
 
@@ -71,11 +71,7 @@ class ImapMailbox:
         client, self._client = self._client, None
         if client is None:
             return
-        try:
-            client.logout()
-        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
-            with contextlib.suppress(Exception):  # socket already gone
-                client.shutdown()
+        close_quietly(client.logout, client.shutdown)
 
     def _connect(self) -> IMAPClient:
         account = self.account

@@ -16,7 +16,7 @@ from ..errors import AccountError, ConnectionLost, DocumentError
 from ..extraction import parse_headers
 from ..model import MessageRef
 from ..tls import client_context
-from ._errors import describe, server_text
+from ._errors import close_quietly, describe, server_text
 from .base import Outcome
 from .mime import MimeMailItem
 
@@ -68,11 +68,7 @@ class Pop3Mailbox:
         client, self._client = self._client, None
         if client is None:
             return
-        try:
-            client.quit()  # QUIT commits the deletions of this session
-        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
-            with contextlib.suppress(Exception):  # socket already gone
-                client.close()
+        close_quietly(client.quit, client.close)  # QUIT commits the deletions of this session
 
     def _connect(self) -> poplib.POP3:
         account = self.account
