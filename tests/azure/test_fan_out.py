@@ -166,3 +166,38 @@ def test_a_job_that_keeps_failing_ends_in_the_poison_queue_and_is_reported(scena
     assert record.account == "mail" and record.event == "job_poisoned"
     assert "given up" in record.getMessage()
     assert scenario.doc2.uploads == []
+
+
+def test_the_graph_timer_job_imports_a_graph_mailbox(scenario, host, test_ca, monkeypatch):
+    """The Graph path end to end in the Function App: timer -> queue -> job -> Graph emulator -> DOC²."""
+    from tests.support.graph_server import FileAttachment
+    from tests.support.microsoft import MicrosoftCloud
+
+    cloud = MicrosoftCloud.start(test_ca)
+    try:
+        for number in (1, 2):
+            cloud.mailbox.add_message(
+                subject=f"Invoice {number}",
+                attachments=[
+                    FileAttachment(f"graph-{number}.pdf", b"%PDF-1.4 graph " + bytes([number]), "application/pdf")
+                ],
+            )
+        account = cloud.account(name="m365").model_dump(mode="json", by_alias=True, exclude_none=True)
+        scenario.write_config(account)
+        for key, value in {
+            "AUTHORITY_HOST": cloud.entra.base_url,
+            "GRAPH_ENDPOINT": cloud.graph.endpoint,
+            "GRAPH_CLIENT_ID": cloud.secrets["graph-client-id"],
+            "GRAPH_CLIENT_SECRET": cloud.secrets["graph-client-secret"],
+        }.items():
+            monkeypatch.setenv(key, value)
+
+        host.call("graph_import_timer", TimerRequest())
+        deliveries = host.deliver("account_import_job")
+
+        assert len(deliveries) == 1 and deliveries[0].error is None
+        assert sorted(u.filename for u in scenario.doc2.uploads) == ["graph-1.pdf", "graph-2.pdf"]
+        assert len(cloud.mailbox.messages_in("Inbox/Processed")) == 2
+        assert cloud.mailbox.messages_in("Inbox") == []
+    finally:
+        cloud.stop()
