@@ -169,6 +169,7 @@ class GraphAccount(_AccountBase):
 
 
 Account = Annotated[GraphAccount | ImapAccount | Pop3Account, Field(discriminator="type")]
+AnyAccount = GraphAccount | ImapAccount | Pop3Account
 ACCOUNT_TYPES: dict[str, type[_AccountBase]] = {"graph": GraphAccount, "imap": ImapAccount, "pop3": Pop3Account}
 
 

@@ -7,16 +7,13 @@ recorded as uploaded. One failing message never stops the others; one failing ac
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from .config import Config, GraphAccount, ImapAccount, Pop3Account
+from .config import AnyAccount, Config
 from .doc2 import Doc2Client, UploadMetadata
 from .errors import (
     AccountBusy,
@@ -28,11 +25,12 @@ from .errors import (
     UnreadableMessage,
 )
 from .extraction import message_passes_filters
+from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
 from .mailbox.base import Mailbox, MailItem
-from .model import Document, Extraction, MessageRef, SkippedPart, custom_doc_id
+from .model import MessageRef, custom_doc_id
 from .report import AccountReport, MessageProblem, PlannedDocument, RunReport
 from .secrets import SecretSource
-from .state import Settlement, StateStore, UploadRecord
+from .state import Settlement, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +38,8 @@ log = logging.getLogger(__name__)
 # message goes to the failed folder with the reason instead of flooding DOC².
 MAX_DOCUMENTS_PER_MESSAGE = 500
 
-# Uploads of different messages overlap while the next messages are read. Only the calling thread talks to the
-# mailbox (imapclient is not thread-safe) and to the state store; the pool's threads only upload.
-# Uploads in flight to DOC² at once: doc2.max_concurrent_uploads, one pool per run shared by its accounts. They run
-# one after another, so one mailbox may use the whole pool.
-MAX_MESSAGES_IN_FLIGHT = 32  # messages read whose uploads are not all recorded yet...
-MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # ...and their size (bigger documents wait in temporary files anyway)
-SETTLE_BATCH = 50  # messages moved together (one UID MOVE) once all their documents are recorded
-
-AnyAccount = GraphAccount | ImapAccount | Pop3Account
+# Uploads of different messages overlap while the next messages are read (ingest.flight): one pool of
+# doc2.max_concurrent_uploads per run, shared by its accounts, which run one after another.
 MailboxFactory = Callable[[AnyAccount], Mailbox]
 Doc2Factory = Callable[[], Doc2Client]
 
@@ -87,7 +78,7 @@ class Pipeline:
                         report.accounts += [_account_failed(a, str(err)) for a in accounts[len(report.accounts) :]]
                         log.error("DOC² client not available: %s", err)
                         break
-                    self._uploads = stack.enter_context(_upload_pool(self.config.doc2.max_concurrent_uploads))
+                    self._uploads = stack.enter_context(upload_pool(self.config.doc2.max_concurrent_uploads))
                 report.accounts.append(self.run_account(account, doc2, dry_run=dry_run))
         report.duration_seconds = time.time() - report.started_at
         return report
@@ -129,10 +120,20 @@ class Pipeline:
         remembered = self.state.settled_keys(account.name)
         with ExitStack() as stack:
             mailbox = stack.enter_context(self._open_mailbox(account))
-            flight: _Flight | None = None
+            flight: Flight | None = None
             if not dry_run and doc2 is not None:
-                pool = self._uploads or stack.enter_context(_upload_pool(self.config.doc2.max_concurrent_uploads))
-                flight = _Flight(self, account, mailbox, doc2, report, pool)
+                pool = self._uploads or stack.enter_context(upload_pool(self.config.doc2.max_concurrent_uploads))
+                flight = Flight(
+                    account=account,
+                    mailbox=mailbox,
+                    doc2=doc2,
+                    report=report,
+                    pool=pool,
+                    state=self.state,
+                    max_uploads=self.config.doc2.max_concurrent_uploads,
+                    complete=lambda work: self._complete(account, mailbox, report, work),
+                    settle=lambda batch: self._settle(account, mailbox, report, batch),
+                )
             refs = list(mailbox.list_messages())
             try:
                 self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, dry_run=dry_run)
@@ -149,7 +150,7 @@ class Pipeline:
         refs: list[MessageRef],
         remembered: set[str],
         report: AccountReport,
-        flight: _Flight | None,
+        flight: Flight | None,
         *,
         dry_run: bool,
     ) -> None:
@@ -203,7 +204,7 @@ class Pipeline:
         doc2: Doc2Client | None,
         ref: MessageRef,
         report: AccountReport,
-        flight: _Flight | None = None,
+        flight: Flight | None = None,
         *,
         dry_run: bool,
     ) -> None:
@@ -223,7 +224,7 @@ class Pipeline:
             if reason:
                 report.messages_seen -= 1
                 report.messages_skipped_by_filter += 1
-                _close(item)
+                close_item(item)
                 return
             work = self._plan_uploads(account, ref, item, report, where, dry_run=dry_run or flight is None)
             if dry_run or flight is None:
@@ -284,10 +285,10 @@ class Pipeline:
         where: str,
         *,
         dry_run: bool,
-    ) -> _Message:
+    ) -> MessageInFlight:
         """The documents of a message not yet in DOC², each with its custom_doc_id and metadata."""
         extraction = item.extract(account)
-        work = _Message(ref, item, item.identity, where, extraction)
+        work = MessageInFlight(ref, item, item.identity, where, extraction)
         report.documents_skipped += len(extraction.skipped)
         if len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
             work.close()
@@ -314,10 +315,10 @@ class Pipeline:
                 email_message_id=headers.message_id,
                 mailbox=account.name,
             )
-            work.uploads.append(_Upload(document, metadata))
+            work.uploads.append(PendingUpload(document, metadata))
         return work
 
-    def _complete(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, work: _Message) -> bool:
+    def _complete(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, work: MessageInFlight) -> bool:
         """Decide on a message whose uploads all ended and are recorded (state first: the caller recorded what
         reached DOC²); True when it may be settled.
 
@@ -337,7 +338,7 @@ class Pipeline:
         return True
 
     def _settle(
-        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[_Message]
+        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[MessageInFlight]
     ) -> IngestError | None:
         """Move messages whose documents are all recorded to the processed folder (one command where the mailbox
         can), then record them as settled. Returns what stops the run when the mailbox could not move some of them
@@ -403,219 +404,8 @@ class Pipeline:
         log.error("%s: moved to the failed folder %r after %d attempt(s)", where, account.failed_folder, attempts)
 
 
-def _doc2_id(answer: dict[str, object]) -> str | None:
-    for key in ("doc_id", "document_id", "id"):
-        if answer.get(key):
-            return str(answer[key])
-    return None
-
-
 def _account_failed(account: AnyAccount, error: str) -> AccountReport:
     return AccountReport(account=account.name, type=account.type, outcome="account_failed", error=error)
-
-
-# --- uploads in flight -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Upload:
-    document: Document
-    metadata: UploadMetadata
-    future: Future[dict[str, Any]] | None = None
-
-    def error(self) -> BaseException | None:
-        return self.future.exception() if self.future is not None else None
-
-    def answer(self) -> dict[str, Any]:
-        return self.future.result() if self.future is not None else {}
-
-
-@dataclass
-class _Message:
-    """A message read and extracted, its uploads on their way."""
-
-    ref: MessageRef
-    item: MailItem
-    identity: str
-    where: str
-    extraction: Extraction
-    uploads: list[_Upload] = field(default_factory=list)
-    damaged: list[SkippedPart] = field(default_factory=list)
-    uploaded: int = 0
-
-    @property
-    def done(self) -> bool:
-        return all(upload.future is None or upload.future.done() for upload in self.uploads)
-
-    @property
-    def size(self) -> int:
-        return self.ref.size or sum(upload.document.size for upload in self.uploads)
-
-    def close(self) -> None:
-        """Delete the temporary files of big documents and of a big message."""
-        self.extraction.close()
-        _close(self.item)
-
-
-class _Flight:
-    """The messages of one account whose uploads run on the DOC² pool while the next ones are read.
-
-    Only the calling thread touches the mailbox (imapclient is not thread-safe) and the state store; the pool
-    threads only upload. Bounds: ``doc2.max_concurrent_uploads`` uploads at once (the pool's size, and this
-    mailbox's share of it), ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes read and
-    not yet recorded. Until the first upload of the run succeeds, one message at a time: a rejected key or a DOC²
-    that is down costs one request, not a burst. Settled messages are moved ``SETTLE_BATCH`` at a time.
-    """
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        account: AnyAccount,
-        mailbox: Mailbox,
-        doc2: Doc2Client,
-        report: AccountReport,
-        pool: ThreadPoolExecutor,
-    ) -> None:
-        self._pipeline = pipeline
-        self._account = account
-        self._mailbox = mailbox
-        self._doc2 = doc2
-        self._report = report
-        self._pool = pool
-        self._permits = threading.BoundedSemaphore(pipeline.config.doc2.max_concurrent_uploads)
-        self._messages: list[_Message] = []
-        self._to_settle: list[_Message] = []
-        self._proven = False
-        # A mailbox that moves many messages in one command (IMAP) settles them in batches; any other settles
-        # each message as soon as its documents are recorded.
-        self._batch = SETTLE_BATCH if callable(getattr(mailbox, "settle_many", None)) else 1
-        self.doc2_down: Doc2Unavailable | None = None
-
-    def start(self, work: _Message) -> None:
-        for upload in work.uploads:
-            self._permits.acquire()
-            try:
-                upload.future = self._pool.submit(self._upload, upload)
-            except BaseException:
-                self._permits.release()
-                raise
-        self._messages.append(work)
-        self._collect()
-
-    def make_room(self) -> None:
-        """Wait until another message may be read (bounds, and one at a time until DOC² answered)."""
-        while self._messages and (
-            not self._proven
-            or len(self._messages) >= MAX_MESSAGES_IN_FLIGHT
-            or sum(work.size for work in self._messages) >= MAX_BYTES_IN_FLIGHT
-        ):
-            self._wait()
-            self._collect()
-        if len(self._to_settle) >= self._batch:
-            self._flush()
-
-    def finish(self) -> None:
-        """Wait for every upload in flight, record them, and settle the messages they complete."""
-        while self._messages:
-            self._wait()
-            self._collect()
-        self._flush()
-
-    def abandon(self) -> None:
-        """The run stops: wait for the uploads in flight and record what reached DOC²; move nothing."""
-        wait([upload.future for work in self._messages for upload in work.uploads if upload.future is not None])
-        try:
-            self._record_successes(self._messages)
-        finally:
-            for work in self._messages:
-                work.close()
-        deferred = len(self._messages) + len(self._to_settle)
-        self._report.messages_deferred += deferred
-        self._report.messages_seen -= deferred
-        self._messages.clear()
-        self._to_settle.clear()
-
-    def _upload(self, upload: _Upload) -> dict[str, Any]:
-        try:
-            return self._doc2.upload(upload.document, self._account.source, upload.metadata)
-        finally:
-            self._permits.release()
-
-    def _wait(self) -> None:
-        pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
-        if pending:
-            wait(pending, return_when=FIRST_COMPLETED)
-
-    def _collect(self) -> None:
-        """Record every message whose uploads have all ended; queue it for settling or count its failure."""
-        finished = [work for work in self._messages if work.done]
-        if not finished:
-            return
-        self._messages = [work for work in self._messages if not work.done]
-        # State first: what reached DOC² is recorded, all these messages' uploads in one call (one transaction),
-        # before any of them is settled or counted as failed.
-        try:
-            self._record_successes(finished)
-        except BaseException:
-            for work in finished:
-                work.close()
-            raise
-        for work in finished:
-            if any(upload.error() is None for upload in work.uploads if upload.future is not None):
-                self._proven = True
-            if self.doc2_down is not None and any(isinstance(u.error(), Doc2Unavailable) for u in work.uploads):
-                # DOC² is down and that is counted once already: this message just waits for the next run.
-                work.close()
-                self._report.messages_seen -= 1
-                self._report.messages_deferred += 1
-                continue
-            try:
-                if self._pipeline._complete(self._account, self._mailbox, self._report, work):
-                    self._to_settle.append(work)
-            except Doc2Unavailable as err:
-                self.doc2_down = err
-
-    def _record_successes(self, works: list[_Message]) -> None:
-        """Record the uploads of these messages that reached DOC², in one call to the state store."""
-        done = [
-            (work, upload)
-            for work in works
-            for upload in work.uploads
-            if upload.future is not None and upload.error() is None
-        ]
-        if not done:
-            return
-        self._pipeline.state.record_uploads(
-            self._account.name,
-            [
-                UploadRecord(
-                    work.identity,
-                    upload.metadata.custom_doc_id,
-                    upload.document.filename,
-                    _doc2_id(upload.answer()),
-                )
-                for work, upload in done
-            ],
-        )
-        for work, upload in done:
-            work.uploaded += 1
-            self._report.documents_uploaded += 1
-            self._report.bytes_uploaded += upload.document.size
-
-    def _flush(self) -> None:
-        batch, self._to_settle = self._to_settle, []
-        try:
-            stop = self._pipeline._settle(self._account, self._mailbox, self._report, batch)
-        except BaseException:
-            self._report.messages_deferred += len(batch)
-            self._report.messages_seen -= len(batch)
-            raise
-        if stop is not None:
-            raise stop
-
-
-def _upload_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="doc2-upload")
 
 
 def _seriousness(err: BaseException) -> int:
@@ -629,7 +419,7 @@ def _seriousness(err: BaseException) -> int:
     return 3 if isinstance(err, Exception) else -1
 
 
-def _damage(work: _Message, *, dry_run: bool = False) -> UnreadableMessage:
+def _damage(work: MessageInFlight, *, dry_run: bool = False) -> UnreadableMessage:
     # Never settle as processed with a document missing: the readable ones are in DOC² now (and recorded, so a
     # later attempt does not upload them again); the message itself goes to the failed folder.
     damaged = work.damaged
@@ -641,9 +431,3 @@ def _damage(work: _Message, *, dry_run: bool = False) -> UnreadableMessage:
         f"{len(damaged)} part(s) could not be read ({listed}{more}); "
         f"{len(work.extraction.documents)} readable document(s) of it are in DOC²"
     )
-
-
-def _close(item: object) -> None:
-    close = getattr(item, "close", None)
-    if callable(close):
-        close()

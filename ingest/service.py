@@ -6,11 +6,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from .config import Config, load_config
+from .config import AnyAccount, Config, load_config
 from .doc2 import Doc2Client
 from .errors import IngestError
 from .mailbox.factory import open_mailbox
-from .pipeline import AnyAccount, Pipeline
+from .pipeline import Pipeline
 from .report import RunReport
 from .secrets import SecretSource, secret_source
 from .settings import Settings
