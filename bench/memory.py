@@ -112,22 +112,25 @@ def imap_half(size: int, *, skip_naive: bool) -> str:
         big = run_ours(world, world.work / "big", "one big mail")
         result = check(world, digest, size)
         above = big.peak_rss - idle.peak_rss
-        rows.append(["ours (python -m ingest import)", mib(idle.peak_rss), mib(big.peak_rss), mib(above),
-                     f"{above / size:.2f}x", f"{big.seconds:.1f}"])  # fmt: skip
+        rows.append(_row("ours (python -m ingest import)", idle, big, size))
         print(f"  ours: {big.seconds:.1f} s, {result}")
         if not skip_naive:
             world.reseed()
             naive = run_naive(world, world.work)
             result = check(world, digest, size)
-            above_naive = naive.peak_rss - idle.peak_rss
-            rows.append(["naive loop (reference)", mib(idle.peak_rss), mib(naive.peak_rss), mib(above_naive),
-                         f"{above_naive / size:.2f}x", f"{naive.seconds:.1f}"])  # fmt: skip
+            rows.append(_row("naive loop (reference)", idle, naive, size))
             print(f"  naive loop: {naive.seconds:.1f} s, {result}")
 
     print()
     print(table(HEADERS, rows))
     print("(idle: our CLI on the empty mailbox; the naive loop is set against the same idle figure)")
     return _verdict("IMAP", above, size)
+
+
+def _row(label: str, idle: Measured, run: Measured, size: int) -> list[str]:
+    """One table row: peak RSS idle and with the big message, the difference, its ratio to the attachment."""
+    above = run.peak_rss - idle.peak_rss
+    return [label, mib(idle.peak_rss), mib(run.peak_rss), mib(above), f"{above / size:.2f}x", f"{run.seconds:.1f}"]
 
 
 def graph_half(size: int, *, skip_naive: bool) -> str:
@@ -149,8 +152,7 @@ def graph_half(size: int, *, skip_naive: bool) -> str:
         big = world.run_ours(world.work / "big", "one big message", ingest_root=INGEST_ROOT)
         result = graph_check(world, digest, size)
         above = big.peak_rss - idle.peak_rss
-        rows.append(["ours (python -m ingest import)", mib(idle.peak_rss), mib(big.peak_rss), mib(above),
-                     f"{above / size:.2f}x", f"{big.seconds:.1f}"])  # fmt: skip
+        rows.append(_row("ours (python -m ingest import)", idle, big, size))
         print(f"  ours: {big.seconds:.1f} s, {result}")
         if not skip_naive:
             pdf = make_pdf(7, size)
@@ -158,9 +160,7 @@ def graph_half(size: int, *, skip_naive: bool) -> str:
             del pdf
             naive = run_naive_graph(world, world.work / "naive")
             result = graph_check(world, digest, size)
-            above_naive = naive.peak_rss - idle.peak_rss
-            rows.append(["naive client (reference)", mib(idle.peak_rss), mib(naive.peak_rss), mib(above_naive),
-                         f"{above_naive / size:.2f}x", f"{naive.seconds:.1f}"])  # fmt: skip
+            rows.append(_row("naive client (reference)", idle, naive, size))
             print(f"  naive client: {naive.seconds:.1f} s, {result}")
     print()
     print(table(HEADERS, rows))
