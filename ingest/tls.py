@@ -1,14 +1,27 @@
-"""TLS is always verified. A private CA comes from the account's ca_file, or SSL_CERT_FILE as OpenSSL reads it."""
+"""TLS is always verified. A private CA comes from the account's ca_file, or SSL_CERT_FILE as OpenSSL reads it.
+
+When SSL_CERT_FILE and REQUESTS_CA_BUNDLE name different files, :func:`combined_bundle` merges them into one file
+that every client takes. That file is created privately (``mkstemp``: a new, unguessable name, mode 0600, opened
+with ``O_EXCL``) and removed when the process ends; a file someone else left in the temporary directory is never
+trusted, whatever its name.
+"""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
 import ssl
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ConfigError
+
+_BUNDLE_PREFIX = "doc2-ingest-ca-"
+_bundles: dict[str, Path] = {}  # content digest -> the private file this process wrote for it
+_bundles_lock = threading.Lock()
 
 
 def client_context(ca_file: Path | str | None) -> ssl.SSLContext:
@@ -29,9 +42,27 @@ def combined_bundle(paths: Sequence[Path]) -> Path | None:
         pem = b"\n".join(path.read_bytes() for path in paths)
     except OSError as err:
         raise ConfigError(f"CA bundle {err.filename}: cannot read: {err.strerror}") from err
-    target = Path(tempfile.gettempdir()) / f"doc2-ingest-ca-{hashlib.sha256(pem).hexdigest()[:16]}.pem"
-    if not target.exists():
-        partial = target.with_suffix(f".{id(pem)}.tmp")
-        partial.write_bytes(pem)
-        partial.replace(target)
+    digest = hashlib.sha256(pem).hexdigest()
+    with _bundles_lock:
+        known = _bundles.get(digest)
+        if known is not None and known.exists():
+            return known
+        _bundles[digest] = target = _write_private(pem)
     return target
+
+
+def _write_private(pem: bytes) -> Path:
+    """``pem`` in a new file only this user can read or replace, deleted at exit."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=_BUNDLE_PREFIX, suffix=".pem")  # O_CREAT | O_EXCL, mode 0600
+    except OSError as err:
+        raise ConfigError(f"cannot create the merged CA bundle in {tempfile.gettempdir()}: {err.strerror}") from err
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(pem)
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the merged CA bundle {path}: {err.strerror}") from err
+    atexit.register(path.unlink, missing_ok=True)
+    return path
