@@ -1,4 +1,4 @@
-"""The documents in a message, and whether a message passes an account's filters. No network here.
+"""The documents in a message. No network here (the message filters are in :mod:`ingest.filters`).
 
 Every mailbox type ends up in :func:`select_documents`: IMAP and POP3 (and Graph item attachments) through
 :func:`extract_from_mime`, which walks the MIME tree and hands its parts over as :class:`Candidate` objects;
@@ -26,7 +26,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
@@ -38,6 +38,7 @@ from tnefparse.tnef import TNEF
 
 from .errors import DocumentError
 from .filenames import DEFAULT_STEM, numbered_filename, sanitise_filename
+from .filters import strict_addresses
 from .model import Blob, Document, Extraction, MessageHeaders, SkippedPart, as_blob
 from .rawmail import LeanMessage, RawMail, lean_message
 from .sniffing import is_tnef, sniff_content_type
@@ -157,6 +158,7 @@ def parse_headers(raw: bytes) -> MessageHeaders:
         sender=_sender(message),
         subject=decode_header_text(_raw_header(message, "subject") or ""),
         received=_received(message),
+        from_addresses=_from_addresses(message),
     )
 
 
@@ -316,6 +318,15 @@ def _sender(message: Message) -> str:
         if text:
             return text
     return ""
+
+
+def _from_addresses(message: Message) -> tuple[str, ...]:
+    for name in ("from", "sender"):
+        values = _raw_headers(message, name)
+        if values:
+            # Two From headers are one too many to trust either.
+            return strict_addresses(_unescape_8bit(_unfold(values[0]))) if len(values) == 1 else ()
+    return ()
 
 
 def _received(message: Message) -> datetime | None:
@@ -920,32 +931,3 @@ def _unique_name(name: str, taken: set[str]) -> str:
         unique = numbered_filename(name, number)
     taken.add(unique.casefold())
     return unique
-
-
-# --- message filters -----------------------------------------------------------------------------------------
-
-
-def message_passes_filters(headers: MessageHeaders, filters: Filters, now: datetime) -> str | None:
-    """None when the message passes the account's message filters, else the reason it does not."""
-    if filters.from_:
-        address = _bare_address(headers.sender).casefold()
-        if not any(fnmatchcase(address, pattern.casefold()) for pattern in filters.from_):
-            return "filtered: sender not in from"
-    if filters.subject is not None and not re.search(filters.subject, headers.subject or ""):
-        return "filtered: subject does not match"
-    if (
-        filters.max_age_days is not None
-        and headers.received is not None
-        and _aware(now) - _aware(headers.received) > timedelta(days=filters.max_age_days)
-    ):
-        return f"filtered: older than {filters.max_age_days} days"
-    return None
-
-
-def _bare_address(sender: str) -> str:
-    _display, address = email.utils.parseaddr(sender)
-    return (address or sender).strip()
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

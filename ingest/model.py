@@ -222,6 +222,9 @@ class MessageHeaders:
     sender: str
     subject: str
     received: datetime | None
+    # Every address of From (of Sender without From), strictly parsed: () when unreadable, None when not parsed
+    # from a header (the ``from`` filter then reads ``sender``). See ingest.filters.
+    from_addresses: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .errors import (
     SecretError,
     UnreadableMessage,
 )
-from .extraction import message_passes_filters
+from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
 from .mailbox.base import Mailbox, MailItem
 from .model import MessageRef, custom_doc_id

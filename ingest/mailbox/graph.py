@@ -47,7 +47,8 @@ import httpx
 
 from ..config import Filters, GraphAccount
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError
-from ..extraction import Candidate, extract_from_mime, message_identity, message_passes_filters, select_documents
+from ..extraction import Candidate, extract_from_mime, message_identity, select_documents
+from ..filters import message_passes_filters
 from ..graph.auth import TokenCacheStore, graph_token_source
 from ..graph.client import (
     MAX_BATCH,

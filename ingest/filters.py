@@ -1,0 +1,76 @@
+"""Whether a message passes an account's message filters (``from``, ``subject``, ``max_age_days``). No network.
+
+The ``from`` allow-list is a gate an attacker writes the input for, so it fails closed: every address of the
+From header must match a pattern (``From: mallory@evil.example, billing@supplier.example`` does not pass
+``*@supplier.example``), and a From header the strict RFC 5322 parser cannot read matches nothing.
+``email.utils.parseaddr`` is not used for this: it returns one address of a list, or a guess for a broken one.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from email.headerregistry import HeaderRegistry
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+from .model import MessageHeaders
+
+if TYPE_CHECKING:
+    from .config import Filters
+
+SENDER_NOT_ALLOWED = "filtered: sender not in from"
+
+_REGISTRY = HeaderRegistry()
+
+
+def message_passes_filters(headers: MessageHeaders, filters: Filters, now: datetime) -> str | None:
+    """None when the message passes the account's message filters, else the reason it does not."""
+    if filters.from_ and not senders_allowed(_senders(headers), filters.from_):
+        return SENDER_NOT_ALLOWED
+    if filters.subject is not None and not re.search(filters.subject, headers.subject or ""):
+        return "filtered: subject does not match"
+    if (
+        filters.max_age_days is not None
+        and headers.received is not None
+        and _aware(now) - _aware(headers.received) > timedelta(days=filters.max_age_days)
+    ):
+        return f"filtered: older than {filters.max_age_days} days"
+    return None
+
+
+def senders_allowed(addresses: Sequence[str], patterns: Sequence[str]) -> bool:
+    """True when there is at least one address and every one matches a pattern (a case-insensitive glob)."""
+    folded = [pattern.casefold() for pattern in patterns]
+    return bool(addresses) and all(
+        any(fnmatchcase(address.casefold(), pattern) for pattern in folded) for address in addresses
+    )
+
+
+def strict_addresses(value: str) -> tuple[str, ...]:
+    """Every ``local@domain`` of an address-list header (From, Sender), or () when the header is not a clean
+    address list: one address the parser had to guess at makes the whole header unreadable for a filter."""
+    try:
+        header = _REGISTRY("from", value)
+    except Exception:  # noqa: BLE001 - whatever the parser trips over, the header is not readable
+        return ()
+    if any(isinstance(defect, email.errors.InvalidHeaderDefect) for defect in header.defects):
+        return ()
+    addresses = []
+    for address in header.addresses:  # type: ignore[attr-defined]  # an address header has .addresses
+        if not address.username or not address.domain:
+            return ()
+        addresses.append(f"{address.username}@{address.domain}")
+    return tuple(addresses)
+
+
+def _senders(headers: MessageHeaders) -> tuple[str, ...]:
+    if headers.from_addresses is not None:
+        return headers.from_addresses
+    return strict_addresses(headers.sender)  # headers built from one known address (Graph, tests)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
