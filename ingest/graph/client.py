@@ -12,6 +12,9 @@ attachment downloads alike, passes :class:`RequestGuard`:
   the shared :mod:`ingest.retry` policy says; a wait that would end after the run's deadline is not started;
 * a 401 renews the token once (expired early, revoked) and sends the request again.
 
+A whole URL from Graph (``@odata.nextLink``) is followed only on the configured endpoint (same scheme, host and
+port, under ``/v1.0``): anything else is an :class:`~ingest.errors.AccountError` and the bearer token stays here.
+
 The request adapter is msgraph's own, handed our httpx client (test-CA aware, ``trust_env = False``, connect and
 read time-outs) and a bearer-token provider backed by :class:`ingest.graph.auth.TokenSource`.
 
@@ -47,6 +50,7 @@ from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
+from ..errors import AccountError
 from ..model import Blob, BlobWriter
 from ..retry import default_policy, parse_retry_after
 from ..tls import client_context
@@ -372,7 +376,7 @@ class GraphSession:
         token = await asyncio.to_thread(self.tokens.token)
         request = self.http.build_request(
             "GET",
-            url if url.startswith(("https://", "http://")) else self.base_url + url,
+            self._on_endpoint(url),
             params=params,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             extensions={REQUEST_OPTIONS_KEY: {}},
@@ -384,6 +388,19 @@ class GraphSession:
             return response.json()
         except ValueError as err:
             raise httpx.RemoteProtocolError(f"Graph's answer is not JSON: {err}") from err
+
+    def _on_endpoint(self, url: str) -> str:
+        """``url`` made absolute; a whole URL (``@odata.nextLink``) only when it lies on the configured Graph
+        endpoint: same scheme, host and port, under its ``/v1.0``. Our bearer token never goes anywhere else."""
+        if "://" not in url and not url.startswith("//"):
+            return self.base_url + url
+        link, base = httpx.URL(url), httpx.URL(self.base_url)
+        if _origin(link) != _origin(base) or not link.path.startswith(base.path.rstrip("/") + "/"):
+            raise AccountError(
+                f"{self._where}: Graph answered with a link to {_origin_text(link)}{link.path}, outside "
+                f"GRAPH_ENDPOINT {_origin_text(base)}{base.path}; refusing to follow it with the access token"
+            )
+        return url
 
     def batch(self, requests: Sequence[BatchRequest]) -> list[BatchAnswer]:
         """Send ``requests`` in JSON batches of at most :data:`MAX_BATCH`, one batch after another, and return
@@ -498,6 +515,15 @@ class GraphSession:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"https": 443, "http": 80}.get(url.scheme)
+    return url.scheme, url.host.lower(), url.port or default
+
+
+def _origin_text(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace').rpartition('@')[2]}"
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

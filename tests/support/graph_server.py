@@ -416,6 +416,7 @@ class GraphEmulator(Emulator):
         self.batched: list[RecordedRequest] = []  # the requests inside $batch requests
         self.faults: list[Fault] = []
         self.default_page_size = 10
+        self.next_link_base: str | None = None  # scheme://host:port put in @odata.nextLink instead of our own
         self.mailbox_concurrency_limit: int | None = None  # answer 429 above this many (Exchange: 4)
         self._active: dict[str, int] = {}
         self.peak_concurrency: dict[str, int] = {}
@@ -730,7 +731,8 @@ class GraphEmulator(Emulator):
         payload: dict[str, Any] = {"@odata.context": f"{request.base_url}/v1.0/$metadata#Collection", "value": page}
         if skip + top < len(items):
             query = dict(request.query, **{"$top": str(top), "$skip": str(skip + top)})
-            payload["@odata.nextLink"] = f"{request.base_url}{request.raw_path}?{urlencode(query, quote_via=quote)}"
+            base = self.next_link_base or request.base_url
+            payload["@odata.nextLink"] = f"{base}{request.raw_path}?{urlencode(query, quote_via=quote)}"
         return Response.json(200, payload, headers)
 
     # --- $batch ---------------------------------------------------------------------------------------------
