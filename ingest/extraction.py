@@ -57,6 +57,9 @@ TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 SIGNATURE_TYPES = frozenset(
     {"application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"}
 )
+# Text that is read as the message's own text when it has no file name and is not an attachment; any other part
+# that is not the body is a document candidate (an XRechnung sent as text/xml, a CSV as text/csv).
+BODY_TEXT_TYPES = frozenset({"text/plain", "text/html", "text/enriched"})
 # Far beyond anything a mail client writes; guards the walk against a crafted, absurdly deep tree.
 _MAX_MULTIPART_DEPTH = 64
 _FORWARDED_STEM = "forwarded message"
@@ -581,9 +584,12 @@ def _leaf(part: Message, path: str, context: _MessageContext, walk: _Walk) -> No
         return
     filename = _part_filename(part)
     disposition = _disposition(part)
-    if not (filename or disposition == "attachment" or part.get_content_maintype() != "text"):
-        return  # an alternative of the text itself
     content_type = part.get_content_type()
+    if not filename and disposition != "attachment" and content_type in BODY_TEXT_TYPES:
+        # More text of the message (a mailing list's footer, the next piece of a body split around an image):
+        # not a file anyone sent, but said so. Any other part, text/xml and text/csv included, is a candidate.
+        walk.notes.append(SkippedPart(f"part {path}", f"{content_type} without a file name: text of the message"))
+        return
     content_id = _content_id(part)
     referenced = content_id is not None and content_id.lower() in context.referenced_cids
     inline = disposition != "attachment" and (disposition == "inline" or referenced)

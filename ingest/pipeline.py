@@ -27,8 +27,15 @@ from .errors import (
 from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
 from .mailbox.base import Mailbox, MailItem
-from .model import MessageRef, custom_doc_id
-from .report import AccountReport, MessageProblem, PlannedDocument, RunReport
+from .model import MessageRef, SkippedPart, custom_doc_id
+from .report import (
+    MAX_SKIPPED_LISTED,
+    AccountReport,
+    MessageProblem,
+    PlannedDocument,
+    RunReport,
+    SkippedDocument,
+)
 from .secrets import SecretSource
 from .state import Settlement, StateStore
 
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 # More documents than this in one message is not a mail anyone sends by hand (a zip-bomb-like part count): the
 # message goes to the failed folder with the reason instead of flooding DOC².
 MAX_DOCUMENTS_PER_MESSAGE = 500
+_SKIPPED_LOGGED = 20  # parts not uploaded, logged one by one per message
 
 # Uploads of different messages overlap while the next messages are read (ingest.flight): one pool of
 # doc2.max_concurrent_uploads per run, shared by its accounts, which run one after another.
@@ -289,7 +297,7 @@ class Pipeline:
         """The documents of a message not yet in DOC², each with its custom_doc_id and metadata."""
         extraction = item.extract(account)
         work = MessageInFlight(ref, item, item.identity, where, extraction)
-        report.documents_skipped += len(extraction.skipped)
+        _report_skipped(report, ref, extraction.skipped, where)
         if len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
             work.close()
             raise UnreadableMessage(
@@ -402,6 +410,18 @@ class Pipeline:
         problem.moved_to_failed = True
         report.messages_moved_to_failed += 1
         log.error("%s: moved to the failed folder %r after %d attempt(s)", where, account.failed_folder, attempts)
+
+
+def _report_skipped(report: AccountReport, ref: MessageRef, parts: list[SkippedPart], where: str) -> None:
+    """Every part not uploaded is counted, logged with its reason and (up to a limit) listed in the report."""
+    report.documents_skipped += len(parts)
+    for number, part in enumerate(parts):
+        if number < _SKIPPED_LOGGED:
+            log.info("%s: %s not uploaded: %s", where, part.filename, part.reason)
+        elif number == _SKIPPED_LOGGED:
+            log.info("%s: %d more parts not uploaded", where, len(parts) - number)
+        if len(report.skipped) < MAX_SKIPPED_LISTED:
+            report.skipped.append(SkippedDocument(ref.key, part.filename, part.reason))
 
 
 def _account_failed(account: AnyAccount, error: str) -> AccountReport:

@@ -27,6 +27,19 @@ class PlannedDocument:
 
 
 @dataclass
+class SkippedDocument:
+    """A part of a message that was not uploaded, and why (inline image, filtered, text of the message...)."""
+
+    message: str
+    part: str
+    reason: str
+
+
+# Parts listed by name in one account's report; documents_skipped counts them all.
+MAX_SKIPPED_LISTED = 200
+
+
+@dataclass
 class AccountReport:
     account: str
     type: str
@@ -46,6 +59,7 @@ class AccountReport:
     error: str | None = None
     problems: list[MessageProblem] = field(default_factory=list)
     planned: list[PlannedDocument] = field(default_factory=list)
+    skipped: list[SkippedDocument] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED
     notes: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
 

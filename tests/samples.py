@@ -413,3 +413,31 @@ ALL_SAMPLES: dict[str, Callable[[], bytes]] = {
     "lying_charsets": lying_charsets,
     "without_message_id_or_date": without_message_id_or_date,
 }
+
+
+XRECHNUNG = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
+    b'<ubl:Invoice xmlns:ubl="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2">'
+    b"<cbc:ID>2025-0042</cbc:ID></ubl:Invoice>\r\n"
+)
+
+
+def unnamed_text_documents() -> bytes:
+    """An XRechnung sent as text/xml and a CSV as text/csv, neither with a file name nor Content-Disposition, and
+    a mailing list's footer as a second text/plain part: the two documents are documents, the footer is text."""
+    return _raw(
+        "XRechnung 2025-0042",
+        "xrechnung-unnamed",
+        [
+            _TEXT_PART,
+            b"Content-Type: text/xml; charset=utf-8\r\n\r\n" + XRECHNUNG,
+            b"Content-Type: text/csv; charset=utf-8\r\n\r\nPos;Artikel;Betrag\r\n1;Schrauben;12,50\r\n",
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\n-- \r\nsupplier-list mailing list\r\n",
+        ],
+    )
+
+
+def xrechnung_as_the_whole_message() -> bytes:
+    """The invoice is the message: a single text/xml part, no multipart at all."""
+    head = _HEAD.format(subject="XRechnung 2025-0043", message_id="xrechnung-whole").encode()
+    return head + b"Content-Type: text/xml; charset=utf-8\r\n\r\n" + XRECHNUNG

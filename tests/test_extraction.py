@@ -393,6 +393,22 @@ def test_message_without_attachments() -> None:
     assert names(extract_from_mime(raw, account("both"))) == ["Kurze Frage.eml"]
 
 
+def test_unnamed_text_parts_that_are_not_the_body_are_documents() -> None:
+    extraction = extract_from_mime(samples.unnamed_text_documents(), account())
+    assert names(extraction) == ["attachment.xml", "attachment.csv"]
+    xml, csv = extraction.documents
+    assert xml.content == samples.XRECHNUNG and xml.content_type in ("application/xml", "text/xml")
+    assert csv.content.startswith(b"Pos;Artikel") and csv.content_type == "text/csv"
+    # The footer is not a file anyone sent, and it is said so; the body itself is no skipped part.
+    assert skipped(extraction) == {"part 4": "text/plain without a file name: text of the message"}
+
+
+def test_a_message_that_is_one_text_xml_part_is_a_document() -> None:
+    extraction = extract_from_mime(samples.xrechnung_as_the_whole_message(), account())
+    assert [d.content for d in extraction.documents] == [samples.XRECHNUNG]
+    assert extraction.skipped == []
+
+
 def test_eml_name_comes_from_message_stem_without_subject_and_keeps_slashes_out() -> None:
     raw = b"From: a@example.com\r\nContent-Type: text/plain\r\n\r\nx\r\n"
     assert names(extract_from_mime(raw, account("message"), message_stem="uid-42")) == ["uid-42.eml"]

@@ -116,3 +116,18 @@ def test_filters(scenario):
     assert account.messages_imported == 1
     assert len(scenario.messages("INBOX")) == 3
     assert len(scenario.messages("Processed")) == 3
+
+
+def test_unnamed_xrechnung_and_csv_are_imported_and_the_footer_is_reported(scenario):
+    scenario.append(samples.unnamed_text_documents())
+    scenario.write_config(scenario.imap_account())
+    report = scenario.run()
+    account = report.accounts[0]
+    uploads = {u.filename: u.content for u in scenario.doc2.uploads}
+    assert sorted(uploads) == ["attachment.csv", "attachment.xml"]
+    assert uploads["attachment.xml"] == samples.XRECHNUNG
+    assert account.messages_imported == 1 and account.messages_without_documents == 0
+    assert [(s.part, s.reason) for s in account.skipped] == [
+        ("part 4", "text/plain without a file name: text of the message")
+    ]
+    assert len(scenario.messages("Processed")) == 1
