@@ -12,12 +12,51 @@ targetScope = 'resourceGroup'
 @description('Name of the environment (azd: AZURE_ENV_NAME); part of the hash that makes resource names unique.')
 param environmentName string
 
+// The regions that offer Flex Consumption (`az functionapp list-flexconsumption-locations`), as in Microsoft's
+// Flex Consumption azd template (Azure-Samples/functions-quickstart-python-http-azd, infra/main.bicep).
 @description('Azure region of every resource; must offer Flex Consumption. Defaults to the resource group\'s.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
 param location string = resourceGroup().location
 
-@description('E-mail address that receives the alerts (failed messages, failing account, no recent run).')
-@minLength(3)
-param alertEmail string
+@description('E-mail address that receives the alerts (failed messages, failing account, no recent run); empty for none (the alerts still fire and show in Azure Monitor).')
+param alertEmail string = ''
 
 @description('Timer schedule (NCRONTAB, six fields) of the Microsoft Graph accounts.')
 param graphTimerSchedule string = '0 */5 * * * *'
@@ -50,16 +89,17 @@ param maximumInstanceCount int = 100
 @description('Storage replication; see core/storage.bicep.')
 param storageSkuName string = 'Standard_GRS'
 
-@description('Object id of the administrator (azd: AZURE_PRINCIPAL_ID) who gets "Key Vault Secrets Officer" to put the secrets in; empty for none.')
+@description('Object id of the administrator (azd: AZURE_PRINCIPAL_ID) who gets "Key Vault Secrets Officer" to put the secrets in; empty for none. A service principal running `azd provision` in CI is one too.')
 param adminPrincipalId string = ''
 
-@description('Kind of that principal: User, Group or ServicePrincipal.')
+@description('Kind of that principal (azd: AZURE_PRINCIPAL_TYPE): User, Group or ServicePrincipal; empty lets Azure find out.')
 @allowed([
   'User'
   'Group'
   'ServicePrincipal'
+  ''
 ])
-param adminPrincipalType string = 'User'
+param adminPrincipalType string = ''
 
 @description('Secretless Microsoft Graph sign-in: output what the app registration\'s federated credential needs (issuer, subject, audience). The credential itself is created in Entra ID, see docs/DEPLOY.md.')
 param secretlessGraph bool = false

@@ -21,8 +21,8 @@ param tags object = {}
 @description('Resource id of the Application Insights component the queries run on.')
 param applicationInsightsId string
 
-@description('Mailbox that receives the alerts.')
-param alertEmail string
+@description('Mailbox that receives the alerts; empty for none (the action group then has no e-mail receiver).')
+param alertEmail string = ''
 
 @description('Minutes between two scheduled runs (the timer schedules); no run summary within twice this fires the heartbeat alert.')
 @minValue(1)
@@ -76,7 +76,7 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   properties: {
     groupShortName: 'doc2ingest'
     enabled: true
-    emailReceivers: [
+    emailReceivers: empty(alertEmail) ? [] : [
       {
         name: 'administrator'
         emailAddress: alertEmail

@@ -107,14 +107,16 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     //checkov:skip=CKV_AZURE_17: Callers of the HTTP endpoints authenticate with a function key over HTTPS; client certificates are not part of the product.
     //checkov:skip=CKV_AZURE_212: numberOfWorkers does not apply to Flex Consumption; the platform scales instances per function (maximumInstanceCount).
     //checkov:skip=CKV_AZURE_213: Flex Consumption has no App Service health check; liveness is watched by the heartbeat alert (app/alerts.bicep).
+    //checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP endpoint at all and rejects the ftpsState property that this check looks for (Microsoft's Flex Consumption plan deprecations list).
     //checkov:skip=CKV_AZURE_222: The HTTP endpoints (test-login, import) must be reachable by the administrator; they require a function key. Private access needs VNet integration, see docs/DEPLOY.md "Network hardening".
     serverFarmId: planId
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
+    // Flex Consumption rejects several siteConfig properties other plans take (ftpsState, alwaysOn, linuxFxVersion...,
+    // see tests/infra/test_flex_consumption.py): FTP is not offered on Flex at all, the runtime is functionAppConfig's.
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: concat(platformSettings, appSettings)
     }
