@@ -44,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(settings: Settings) -> Config:
-    from .config import load_config
+    from .service import load
 
-    return load_config(settings.config_path)
+    return load(settings)
 
 
 def _parser() -> argparse.ArgumentParser:

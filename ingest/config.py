@@ -6,15 +6,15 @@ secret, never its value.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .urls import is_loopback, url_problem
 
 DEFAULT_DOC2_BASE_URL = "https://api.polydocs.io"
 # Uploads in flight to DOC² at once. Each waits mostly for DOC² to answer, so this many hide its latency: 100 ms an
@@ -26,6 +26,12 @@ _NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 _SECRET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # noqa: S105 - a pattern for secret NAMES
 
 SecretName = Annotated[str, Field(pattern=_SECRET_NAME_PATTERN, max_length=127)]
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"file {str(value)!r} {'is not a file' if value.exists() else 'does not exist'}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -74,6 +80,8 @@ class _AccountBase(_Strict):
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
     ca_file: Path | None = None
 
+    _has_folders: ClassVar[bool] = True  # POP3 has none: its folder fields are not used
+
     @property
     def source(self) -> str:
         return self.doc2_source or f"email:{self.name}"
@@ -86,14 +94,32 @@ class _AccountBase(_Strict):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    @model_validator(mode="after")
+    def _distinct_folders(self) -> _AccountBase:
+        if not self._has_folders:
+            return self
+        # Compared case-insensitively: IMAP's INBOX and Graph's display names ignore case.
+        if self.processed_folder.casefold() == self.folder.casefold():
+            raise ValueError(
+                f"field 'processed_folder': must differ from 'folder' ({self.folder!r}), or imported mail would stay "
+                "in the source folder and be imported again on every run"
+            )
+        if self.failed_folder.casefold() == self.folder.casefold():
+            raise ValueError(
+                f"field 'failed_folder': must differ from 'folder' ({self.folder!r}), or failed mail would be tried "
+                "again on every run"
+            )
+        if self.failed_folder.casefold() == self.processed_folder.casefold():
+            raise ValueError(
+                f"field 'failed_folder': must differ from 'processed_folder' ({self.processed_folder!r}), or failed "
+                "mail could not be told from imported mail (and `retry` would take both)"
+            )
+        return self
 
 
 class _ServerAccount(_AccountBase):
@@ -112,7 +138,7 @@ class _ServerAccount(_AccountBase):
 
     @model_validator(mode="after")
     def _check_security_and_auth(self) -> _ServerAccount:
-        if self.security == "none" and not _is_loopback(self.host):
+        if self.security == "none" and not is_loopback(self.host):
             raise ValueError(
                 f"security 'none' sends the password in clear text and is allowed only for a loopback host, "
                 f"not {self.host!r}; use 'ssl' or 'starttls'"
@@ -139,6 +165,7 @@ class Pop3Account(_ServerAccount):
     type: Literal["pop3"]
     delete_after_import: bool = False
     _default_ports = {"ssl": 995, "starttls": 110, "none": 110}
+    _has_folders: ClassVar[bool] = False
 
 
 class GraphAccount(_AccountBase):
@@ -183,9 +210,15 @@ class Doc2Config(_Strict):
     @field_validator("base_url")
     @classmethod
     def _https_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL such as https://api.polydocs.io")
+        problem = url_problem(value, example=DEFAULT_DOC2_BASE_URL)
+        if problem:
+            raise ValueError(problem)
         return value.rstrip("/")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
 
 
 class Config(_Strict):

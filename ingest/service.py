@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def load(settings: Settings) -> Config:
+    """The accounts file, once the environment is known to be usable (ConfigError naming what is wrong)."""
+    settings.check()
     return load_config(settings.config_path)
 
 
@@ -47,7 +49,7 @@ def run_import(
     accounts = config.select(names)
     secrets = secrets or secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
     own_state = state is None
-    state = state or open_state_store(settings.state_url)
+    state = state or open_state_store(settings.state_url, read_only=dry_run)  # a dry run creates no database
     deadline = time.monotonic() + settings.run_time_budget_seconds if settings.run_time_budget_seconds else None
     try:
         pipeline = Pipeline(
@@ -81,7 +83,7 @@ def run_test_login(settings: Settings, config: Config, names: list[str] | None =
     config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
     secrets = secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
-    state = open_state_store(settings.state_url)
+    state = open_state_store(settings.state_url, read_only=True)  # TEST LOGIN creates no database
     doc2_problem = _check_doc2(config, settings, secrets)
     results = []
     try:

@@ -1,16 +1,29 @@
-"""The environment, read in one place. Everything else receives a Settings object."""
+"""The environment, read in one place. Everything else receives a Settings object.
+
+Reading never fails: a bad value is kept out and its problem noted, and :meth:`Settings.check` (called wherever the
+accounts file is loaded) raises one :class:`~ingest.errors.ConfigError` naming every variable that is wrong. A value
+that may hold a secret (a state URL with a SAS signature or an account key) is never repeated in that message.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ConfigError
+from .urls import url_problem
 
 DEFAULT_CONFIG_PATH = "accounts.yaml"
 DEFAULT_STATE_URL = "sqlite:///./.ingest-state.sqlite3"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+STATE_URL_FORMS = (
+    "sqlite:///PATH, azuretable://ACCOUNT.table.core.windows.net/TABLE or azuretable+connstr:TABLE;CONNECTION_STRING"
+)
 
 
 @dataclass(frozen=True)
@@ -24,21 +37,79 @@ class Settings:
     run_time_budget_seconds: float | None
     ca_bundles: tuple[Path, ...]  # trust when a client has no ca_file of its own: SSL_CERT_FILE, REQUESTS_CA_BUNDLE
     environ: Mapping[str, str]  # where secrets come from when there is no Key Vault
+    problems: tuple[str, ...] = ()  # what is wrong with the environment; see check()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, config_path: str | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        budget = env.get("INGEST_RUN_BUDGET_SECONDS")
+        problems: list[str] = []
+        urls = {
+            "KEY_VAULT_URL": ("https://NAME.vault.azure.net", None),
+            "DOC2_BASE_URL": ("https://api.polydocs.io", None),
+            "GRAPH_ENDPOINT": (DEFAULT_GRAPH_ENDPOINT, DEFAULT_GRAPH_ENDPOINT),
+            "AUTHORITY_HOST": (DEFAULT_AUTHORITY_HOST, DEFAULT_AUTHORITY_HOST),
+        }
+        values: dict[str, str | None] = {}
+        for variable, (example, default) in urls.items():
+            value = (env.get(variable) or "").strip().rstrip("/")
+            problem = url_problem(value, example=example) if value else None
+            if problem:
+                problems.append(f"environment variable {variable}: {problem}")
+            values[variable] = value if value and not problem else default
+        state_url = env.get("INGEST_STATE_URL") or DEFAULT_STATE_URL
+        problems.extend(_state_url_problems(state_url))
         return cls(
             config_path=Path(config_path or env.get("INGEST_CONFIG") or DEFAULT_CONFIG_PATH),
-            key_vault_url=env.get("KEY_VAULT_URL") or None,
-            doc2_base_url=(env.get("DOC2_BASE_URL") or "").rstrip("/") or None,
-            graph_endpoint=(env.get("GRAPH_ENDPOINT") or DEFAULT_GRAPH_ENDPOINT).rstrip("/"),
-            authority_host=(env.get("AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).rstrip("/"),
-            state_url=env.get("INGEST_STATE_URL") or DEFAULT_STATE_URL,
-            run_time_budget_seconds=float(budget) if budget else None,
+            key_vault_url=values["KEY_VAULT_URL"],
+            doc2_base_url=values["DOC2_BASE_URL"],
+            graph_endpoint=values["GRAPH_ENDPOINT"] or DEFAULT_GRAPH_ENDPOINT,
+            authority_host=values["AUTHORITY_HOST"] or DEFAULT_AUTHORITY_HOST,
+            state_url=state_url,
+            run_time_budget_seconds=_seconds(env, "INGEST_RUN_BUDGET_SECONDS", problems),
             ca_bundles=tuple(
                 dict.fromkeys(Path(v) for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") if (v := env.get(k)))
             ),
             environ=env,
+            problems=tuple(problems),
         )
+
+    def check(self) -> None:
+        """Raises ConfigError naming every environment variable whose value cannot be used."""
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+
+
+def _seconds(env: Mapping[str, str], variable: str, problems: list[str]) -> float | None:
+    text = (env.get(variable) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        problems.append(f"environment variable {variable}: {text!r} is not a number of seconds (e.g. 600 for 10 min)")
+        return None
+    return value
+
+
+def _state_url_problems(url: str) -> list[str]:
+    if url.startswith(("azuretable://", "azuretable+connstr:")):
+        return []
+    if not url.startswith("sqlite:///"):
+        return [f"environment variable {unsupported_state_url(url)}"]
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        return [
+            f"environment variable INGEST_STATE_URL: the directory {str(path.parent)!r} of the state database does "
+            "not exist (it is not created): create it or choose another path"
+        ]
+    return []
+
+
+def unsupported_state_url(url: str) -> str:
+    """The complaint about a state URL of no known form. The value is not repeated: a Table or Blob URL may carry a
+    SAS signature, a connection string an account key."""
+    scheme = re.match(r"^[A-Za-z][A-Za-z0-9+.-]{0,30}:", url)
+    shown = f"scheme {scheme.group(0)!r}" if scheme else "its value (not shown)"
+    return f"INGEST_STATE_URL: {shown} not understood: use {STATE_URL_FORMS}"

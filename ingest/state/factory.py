@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..settings import unsupported_state_url
 from .base import StateStore
 
 
@@ -21,16 +22,15 @@ def describe_state_url(url: str) -> str:
     return re.sub(r"(?i)((?:AccountKey|SharedAccessSignature|SharedAccessKey|sig)=)[^;&]*", r"\1***", url)
 
 
-def open_state_store(url: str) -> StateStore:
+def open_state_store(url: str, *, read_only: bool = False) -> StateStore:
+    """The store ``url`` names. ``read_only`` (a dry run): a SQLite file that does not exist yet is not created,
+    the run sees an empty state instead."""
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStateStore
 
-        return SqliteStateStore(Path(url.removeprefix("sqlite:///")))
+        return SqliteStateStore(Path(url.removeprefix("sqlite:///")), read_only=read_only)
     if url.startswith(("azuretable://", "azuretable+connstr:")):
         from .table import TableStateStore
 
         return TableStateStore.from_url(url)
-    raise ConfigError(
-        f"INGEST_STATE_URL {url.split(';', 1)[0]!r} not understood: use sqlite:///PATH, "
-        f"azuretable://ACCOUNT.table.core.windows.net/TABLE or azuretable+connstr:TABLE;CONNECTION_STRING"
-    )
+    raise ConfigError(unsupported_state_url(url))

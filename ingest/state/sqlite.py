@@ -39,11 +39,18 @@ def _now() -> str:
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Opens (creates) the database at ``path``; its directory must exist: a mistyped path is not made real.
+        ``read_only`` (dry runs): a database that does not exist is not created; the store is empty instead."""
         self.path = path
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"state store {path}: the directory {str(path.parent)!r} does not exist (it is not created): create "
+                "it or set INGEST_STATE_URL to another path"
+            )
+        target = ":memory:" if read_only and not path.exists() else path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
