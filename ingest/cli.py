@@ -136,6 +136,8 @@ def _describe_account(account: GraphAccount | ImapAccount | Pop3Account) -> str:
         where = f"mailbox {account.mailbox}, auth {account.auth}"
     else:
         where = f"{account.username}@{account.host}:{account.effective_port} {account.security}, auth {account.auth}"
+    if account.rules:
+        where += f"; rules: {', '.join(rule.name for rule in account.rules)}"
     if isinstance(account, Pop3Account):
         return f"{where}; {'delete after import' if account.delete_after_import else 'imported mail remembered'}"
     return f"{where}; {account.folder} -> {account.processed_folder} (failed: {account.failed_folder})"
@@ -186,10 +188,17 @@ def _print_report(report: RunReport) -> None:
             print(f"    error: {account.error}")
         for problem in account.problems:
             print(f"    message {problem.message}: {problem.error}")
+        if account.rules:
+            print("    rules matched: " + ", ".join(f"{name} {count}" for name, count in account.rules.items()))
+        if account.messages_skipped_by_rule:
+            print(f"    {account.messages_skipped_by_rule} messages left in place by a rule (skip)")
+        for routing in account.routing:
+            what = f"rule {routing.rule!r}" if routing.rule else "no rule (account settings)"
+            print(f"    message {routing.message} ({routing.subject!r}): {what}{', skipped' if routing.skip else ''}")
         for planned in account.planned:
             print(
                 f"    would upload {planned.filename} ({planned.content_type}, {planned.size} bytes) "
-                f"from {planned.message}"
+                f"from {planned.message} to source {planned.source!r}"
             )
         for note in account.notes:
             print(f"    note: {note}")

@@ -7,6 +7,7 @@ secret, never its value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -38,6 +39,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+def _compiled(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression: {err}") from None
+    return value
+
+
 class Filters(_Strict):
     from_: list[str] = Field(default_factory=list, alias="from")
     subject: str | None = None
@@ -54,18 +64,77 @@ class Filters(_Strict):
     @field_validator("subject")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as err:
-                raise ValueError(f"not a valid regular expression: {err}") from None
-        return value
+        return _compiled(value)
 
     @property
     def max_attachment_bytes(self) -> int | None:
         if self.max_attachment_mb is None:
             return None
         return int(self.max_attachment_mb * 1024 * 1024)
+
+
+# Metadata names the upload sets itself (ingest.doc2.UploadMetadata, document_type and what dedupe adds): a rule's
+# metadata may not override them.
+RESERVED_METADATA_NAMES = frozenset(
+    {
+        "custom_doc_id", "email_from", "email_subject", "email_received", "email_message_id", "mailbox",
+        "document_type",
+    }
+)  # fmt: skip
+_METADATA_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+class RuleMatch(_Strict):
+    """All given conditions must hold; an empty match matches every message."""
+
+    from_: list[str] = Field(default_factory=list, alias="from")  # globs; every address of From must match one
+    to: list[str] = Field(default_factory=list)  # globs; some address of To or Cc must match one
+    subject: str | None = None  # regular expression, searched in the decoded subject
+    body: str | None = None  # regular expression, searched in the body text (HTML reduced to text)
+    attachment_names: list[str] = Field(default_factory=list)  # globs; some attachment's name must match one
+
+    @field_validator("from_", "to", "attachment_names", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return _compiled(value)
+
+
+class RuleAction(_Strict):
+    doc2_source: str | None = Field(default=None, min_length=1)
+    document_type: str | None = Field(default=None, min_length=1)
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    skip: bool = False
+
+    @field_validator("metadata")
+    @classmethod
+    def _own_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if name in RESERVED_METADATA_NAMES:
+                reserved = ", ".join(sorted(RESERVED_METADATA_NAMES))
+                raise ValueError(f"name {name!r} is set by the import itself (reserved: {reserved})")
+            if not _METADATA_NAME_PATTERN.match(name):
+                raise ValueError(
+                    f"name {name!r}: letters, digits, '_', '-', '.'; at most 64, not starting with a digit"
+                )
+        return value
+
+
+class Rule(_Strict):
+    """A routing rule of an account: the first rule whose ``match`` holds decides (``then``)."""
+
+    name: str = Field(pattern=_NAME_PATTERN, max_length=64)
+    match: RuleMatch = Field(default_factory=RuleMatch)
+    then: RuleAction = Field(default_factory=RuleAction)
+
+
+BodyToPdf = Literal["never", "when_no_documents", "always"]
+Dedupe = Literal["account", "content"]
+DEFAULT_DEDUPE_DAYS = 90
 
 
 class _AccountBase(_Strict):
@@ -79,12 +148,27 @@ class _AccountBase(_Strict):
     filters: Filters = Field(default_factory=Filters)
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
     ca_file: Path | None = None
+    rules: tuple[Rule, ...] = ()
+    body_to_pdf: BodyToPdf = "never"
+    # None: the doc2 section's (parse_config fills them in, so an account read from a file always has them)
+    dedupe: Dedupe | None = None
+    dedupe_days: int | None = Field(default=None, ge=1, le=3650)
 
     _has_folders: ClassVar[bool] = True  # POP3 has none: its folder fields are not used
 
     @property
     def source(self) -> str:
         return self.doc2_source or f"email:{self.name}"
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rule_names(cls, value: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        seen: set[str] = set()
+        for rule in value:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used by more than one rule")
+            seen.add(rule.name)
+        return value
 
     @field_validator("folder", "processed_folder", "failed_folder")
     @classmethod
@@ -206,6 +290,10 @@ class Doc2Config(_Strict):
     timeout_seconds: float = Field(default=120.0, gt=0)
     max_concurrent_uploads: int = Field(default=DEFAULT_MAX_CONCURRENT_UPLOADS, ge=1, le=MAX_CONCURRENT_UPLOADS_LIMIT)
     ca_file: Path | None = None
+    # account: a document is known by its account, message and position (custom_doc_id), as always;
+    # content: also by its bytes, across accounts, for dedupe_days (see docs and ingest.pipeline)
+    dedupe: Dedupe = "account"
+    dedupe_days: int = Field(default=DEFAULT_DEDUPE_DAYS, ge=1, le=3650)
 
     @field_validator("base_url")
     @classmethod
@@ -283,6 +371,8 @@ def parse_config(data: Any, path: Path) -> Config:
         raw_accounts = []
     accounts = []
     seen: set[str] = set()
+    if doc2 is not None:  # the doc2 section's dedupe settings are every account's default
+        defaults = {"dedupe": doc2.dedupe, "dedupe_days": doc2.dedupe_days} | defaults
     for index, raw in enumerate(raw_accounts):
         account = _validate_account(raw, index, defaults, path, errors)
         if account is None:
@@ -318,20 +408,43 @@ def _validate_account(raw: Any, index: int, defaults: dict[str, Any], path: Path
         return None
     applicable = _field_names(model)
     merged = {k: v for k, v in defaults.items() if k in applicable} | raw
-    return _validate(model, merged, f"{path}: {label}", errors)
+    return _validate(model, merged, f"{path}: {label}", errors, _rule_namer(raw.get("rules")))
 
 
-def _validate(model: type[BaseModel], data: Any, where: str, errors: list[str]) -> Any:
+def _rule_namer(rules: Any) -> Callable[[tuple[int | str, ...]], tuple[str, tuple[int | str, ...]]] | None:
+    """Errors inside ``rules`` name the rule (``rule 'supplier-x': field 'match.subject'``), not its index."""
+    if not isinstance(rules, list):
+        return None
+
+    def name(loc: tuple[int | str, ...]) -> tuple[str, tuple[int | str, ...]]:
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[1] < len(rules):
+            rule = rules[loc[1]]
+            named = isinstance(rule, dict) and isinstance(rule.get("name"), str)
+            return (f"rule {rule['name']!r}" if named else f"rules[{loc[1]}]"), loc[2:]
+        return "", loc
+
+    return name
+
+
+def _validate(
+    model: type[BaseModel],
+    data: Any,
+    where: str,
+    errors: list[str],
+    namer: Callable[[tuple[int | str, ...]], tuple[str, tuple[int | str, ...]]] | None = None,
+) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
         for problem in err.errors():
-            field = ".".join(str(p) for p in problem["loc"])
+            inner, loc = namer(problem["loc"]) if namer else ("", problem["loc"])
+            place = f"{where}: {inner}" if inner else where
+            field = ".".join(str(p) for p in loc)
             message = problem["msg"]
             if problem["type"] == "extra_forbidden":
                 message = "unknown field"
             elif problem["type"] == "missing":
                 message = "required field is missing"
             message = message.removeprefix("Value error, ")
-            errors.append(f"{where}: field {field!r}: {message}" if field else f"{where}: {message}")
+            errors.append(f"{place}: field {field!r}: {message}" if field else f"{place}: {message}")
         return None

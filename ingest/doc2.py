@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import httpx
@@ -34,9 +34,12 @@ class UploadMetadata:
     email_received: str | None
     email_message_id: str | None
     mailbox: str
+    # A routing rule's additions (document_type, its metadata); config refuses names that clash with the above.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False)
+        fields = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return json.dumps(self.extra | fields, ensure_ascii=False)
 
 
 class Doc2Client:

@@ -26,6 +26,7 @@ SETTLE_BATCH = 50  # messages moved together (one UID MOVE) once all their docum
 class PendingUpload:
     document: Document
     metadata: UploadMetadata
+    source: str  # DOC²'s source field: the account's doc2_source, or the matching rule's
     future: Future[dict[str, Any]] | None = None
 
     def error(self) -> BaseException | None:
@@ -148,7 +149,7 @@ class Flight:
 
     def _upload(self, upload: PendingUpload) -> dict[str, Any]:
         try:
-            return self._doc2.upload(upload.document, self._account.source, upload.metadata)
+            return self._doc2.upload(upload.document, upload.source, upload.metadata)
         finally:
             self._permits.release()
 

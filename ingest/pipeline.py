@@ -33,9 +33,11 @@ from .report import (
     AccountReport,
     MessageProblem,
     PlannedDocument,
+    Routing,
     RunReport,
     SkippedDocument,
 )
+from .rules import Decision, decide
 from .secrets import SecretSource
 from .state import Settlement, StateStore
 
@@ -234,7 +236,13 @@ class Pipeline:
                 report.messages_skipped_by_filter += 1
                 close_item(item)
                 return
-            work = self._plan_uploads(account, ref, item, report, where, dry_run=dry_run or flight is None)
+            decision = self._route(account, ref, item, report, where, dry_run=dry_run)
+            if decision.skip:
+                report.messages_seen -= 1
+                report.messages_skipped_by_rule += 1
+                close_item(item)
+                return
+            work = self._plan_uploads(account, ref, item, report, where, decision, dry_run=dry_run or flight is None)
             if dry_run or flight is None:
                 work.close()
                 if work.damaged:
@@ -284,6 +292,20 @@ class Pipeline:
                     account, mailbox, ref, identity, report, where, f"unexpected {type(err).__name__}: {err}"
                 )
 
+    def _route(
+        self, account: AnyAccount, ref: MessageRef, item: MailItem, report: AccountReport, where: str, *, dry_run: bool
+    ) -> Decision:
+        """The routing rule that decides for this message (ingest.rules), counted in the report."""
+        if not account.rules:
+            return Decision(None, account.source)
+        decision = decide(account.rules, account.source, item.facts())
+        if decision.rule is not None:
+            report.rules[decision.rule] = report.rules.get(decision.rule, 0) + 1
+            log.info("%s: rule %r%s", where, decision.rule, " says skip: left in place" if decision.skip else "")
+        if dry_run:
+            report.routing.append(Routing(ref.key, item.headers.subject[:80], decision.rule, decision.skip))
+        return decision
+
     def _plan_uploads(
         self,
         account: AnyAccount,
@@ -291,6 +313,7 @@ class Pipeline:
         item: MailItem,
         report: AccountReport,
         where: str,
+        decision: Decision,
         *,
         dry_run: bool,
     ) -> MessageInFlight:
@@ -313,7 +336,11 @@ class Pipeline:
                 report.documents_already_in_doc2 += 1
                 continue
             if dry_run:
-                report.planned.append(PlannedDocument(ref.key, document.filename, document.content_type, document.size))
+                report.planned.append(
+                    PlannedDocument(
+                        ref.key, document.filename, document.content_type, document.size, decision.source, decision.rule
+                    )
+                )
                 continue
             metadata = UploadMetadata(
                 custom_doc_id=doc_id,
@@ -322,8 +349,9 @@ class Pipeline:
                 email_received=headers.received.isoformat() if headers.received else None,
                 email_message_id=headers.message_id,
                 mailbox=account.name,
+                extra=decision.metadata,
             )
-            work.uploads.append(PendingUpload(document, metadata))
+            work.uploads.append(PendingUpload(document, metadata, decision.source))
         return work
 
     def _complete(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, work: MessageInFlight) -> bool:

@@ -24,6 +24,18 @@ class PlannedDocument:
     filename: str
     content_type: str
     size: int
+    source: str = ""
+    rule: str | None = None  # the routing rule that matched its message
+
+
+@dataclass
+class Routing:
+    """A dry run's line: which routing rule matched a message (None: the account's own settings)."""
+
+    message: str
+    subject: str
+    rule: str | None
+    skip: bool = False
 
 
 @dataclass
@@ -48,6 +60,7 @@ class AccountReport:
     messages_imported: int = 0  # settled as processed after uploading at least one document
     messages_without_documents: int = 0  # settled as processed, nothing to upload after filtering
     messages_skipped_by_filter: int = 0  # left in the source folder: sender, subject or age did not match
+    messages_skipped_by_rule: int = 0  # left in the source folder: the matching rule says skip
     messages_failed: int = 0  # an attempt failed this run; the message stays for the next run
     messages_moved_to_failed: int = 0
     messages_deferred: int = 0  # left for the next run (time budget, DOC² unavailable, connection lost)
@@ -60,6 +73,8 @@ class AccountReport:
     problems: list[MessageProblem] = field(default_factory=list)
     planned: list[PlannedDocument] = field(default_factory=list)
     skipped: list[SkippedDocument] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED
+    rules: dict[str, int] = field(default_factory=dict)  # messages matched, by rule name
+    routing: list[Routing] = field(default_factory=list)  # dry run: the rule of each message
     notes: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
 

@@ -7,6 +7,7 @@ from typing import Literal, Protocol
 
 from ..config import Filters
 from ..model import Extraction, MessageHeaders, MessageRef
+from ..rules import MessageFacts
 
 Outcome = Literal["processed", "failed"]
 
@@ -34,6 +35,10 @@ class MailItem(Protocol):
         ...
 
     def extract(self, options: ExtractionOptions) -> Extraction: ...
+
+    def facts(self) -> MessageFacts:
+        """What routing rules ask about the message (recipients, attachment names, body), read when asked."""
+        ...
 
 
 class Mailbox(Protocol):

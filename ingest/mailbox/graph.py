@@ -59,8 +59,11 @@ from ..graph.client import (
     GraphSession,
     failure_of,
 )
+from ..mailbody import read_body
 from ..model import Blob, Extraction, MessageHeaders, MessageRef, SkippedPart
+from ..rawmail import RawMail
 from ..retry import default_policy
+from ..rules import MessageFacts
 from .base import ExtractionOptions, Outcome
 
 if TYPE_CHECKING:
@@ -76,7 +79,10 @@ WELL_KNOWN_FOLDERS = frozenset(
         "sentitems", "serverfailures", "syncissues",
     }
 )  # fmt: skip
-LIST_FIELDS = ["id", "internetMessageId", "subject", "from", "sender", "receivedDateTime", "hasAttachments"]
+LIST_FIELDS = [
+    "id", "internetMessageId", "subject", "from", "sender", "receivedDateTime", "hasAttachments", "toRecipients",
+    "ccRecipients",
+]  # fmt: skip
 ATTACHMENT_FIELDS = "id,name,contentType,size,isInline"
 # Graph's attachment size counts the attachment's properties too; only well above the limit is it surely too big.
 SIZE_SLACK = 256 * 1024
@@ -602,6 +608,8 @@ class GraphMailItem:
         self.id = message.id
         self.headers = message.headers
         self.attachments = message.attachments
+        self.recipients = message.recipients
+        self._facts: MessageFacts | None = None
 
     @property
     def identity(self) -> str:
@@ -609,6 +617,18 @@ class GraphMailItem:
         if self.headers.message_id:
             return message_identity(self.headers, b"")
         return f"graph:{self.id}"
+
+    def facts(self) -> MessageFacts:
+        """Recipients and attachment names as listed; the body from the message's MIME, downloaded when asked."""
+        if self._facts is None:
+            url = f"/messages/{quote(self.id, safe='')}/$value"
+            self._facts = MessageFacts(
+                self.headers,
+                self.recipients,
+                lambda: [a.name for a in self.attachments if a.name and a.kind in ("file", "item")],
+                lambda: read_body(RawMail.of(self._mailbox.download(url, what="the message"))),
+            )
+        return self._facts
 
     def extract(self, options: ExtractionOptions) -> Extraction:
         references = [
@@ -704,6 +724,7 @@ class GraphMessage:
     id: str
     headers: MessageHeaders
     attachments: tuple[GraphAttachment, ...]
+    recipients: tuple[str, ...] = ()  # the addresses of To and Cc
 
 
 def _message(data: Any) -> GraphMessage:
@@ -713,7 +734,18 @@ def _message(data: Any) -> GraphMessage:
         id=str(data["id"]),
         headers=_headers(data),
         attachments=tuple(_attachment(a) for a in data.get("attachments") or [] if isinstance(a, dict)),
+        recipients=_recipients(data),
     )
+
+
+def _recipients(data: dict[str, Any]) -> tuple[str, ...]:
+    found = []
+    for field in ("toRecipients", "ccRecipients"):
+        for recipient in data.get(field) or []:
+            address = ((recipient if isinstance(recipient, dict) else {}).get("emailAddress") or {}).get("address")
+            if isinstance(address, str) and "@" in address:
+                found.append(address.strip())
+    return tuple(found)
 
 
 def _attachment(data: dict[str, Any]) -> GraphAttachment:

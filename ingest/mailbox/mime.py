@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from functools import cached_property
 
 from ..extraction import extract_from_mime, message_identity, parse_headers
+from ..mailbody import attachment_names, read_body, recipients
 from ..model import Blob, Extraction, MessageHeaders
 from ..rawmail import RawMail
+from ..rules import MessageFacts
 from .base import ExtractionOptions
 
 
@@ -19,6 +21,7 @@ class MimeMailItem:
         self.mail = RawMail.of(raw)
         # Parts the mailbox did not fetch (over the size limit), by position, with their size.
         self.omitted_sizes = dict(omitted_sizes or {})
+        self._facts: MessageFacts | None = None
 
     @property
     def raw(self) -> bytes:
@@ -32,6 +35,17 @@ class MimeMailItem:
     @cached_property
     def identity(self) -> str:
         return message_identity(self.headers, self.mail)
+
+    def facts(self) -> MessageFacts:
+        """What rules ask about the message; attachment names and body are parsed when first asked."""
+        if self._facts is None:
+            self._facts = MessageFacts(
+                self.headers,
+                recipients(self.mail.header_block()),
+                lambda: attachment_names(self.mail),
+                lambda: read_body(self.mail),
+            )
+        return self._facts
 
     def extract(self, options: ExtractionOptions) -> Extraction:
         return extract_from_mime(self.mail, options, omitted_sizes=self.omitted_sizes)
