@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_NESTING_DEPTH = 20  # attached messages inside attached messages
+MAX_NESTING_DEPTH = 20
+# More documents than this in one message is not a mail anyone sends by hand (a zip-bomb-like part count): the
+# message goes to the failed folder with the reason instead of flooding DOC².
+MAX_DOCUMENTS_PER_MESSAGE = 500  # attached messages inside attached messages
 WHOLE_MESSAGE_PATH = "0"  # the mime_path of the whole message as .eml; parts are numbered from 1
 MESSAGE_TYPE = "message/rfc822"
 TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
@@ -847,10 +850,16 @@ def _tnef_file_name(attachment: object, codepage: str | None) -> str | None:
 # --- the one selection path ----------------------------------------------------------------------------------
 
 
-def select_documents(candidates: Iterable[Candidate], options: ExtractionOptions) -> Extraction:
-    """Candidates in, documents out: inline images, sniffed types, safe unique names, attachment filters."""
+def select_documents(
+    candidates: Iterable[Candidate], options: ExtractionOptions, *, limit: int = MAX_DOCUMENTS_PER_MESSAGE
+) -> Extraction:
+    """Candidates in, documents out: inline images, sniffed types, safe unique names, attachment filters.
+
+    The cap comes first: at the document after ``limit`` selection stops with ``too_many`` set (the message is
+    refused whole), so no part beyond it is loaded, sniffed or named.
+    """
     extraction = Extraction()
-    taken: set[str] = set()
+    names = _UniqueNames()
     for candidate in candidates:
         outcome = _select(candidate, options)
         if isinstance(outcome, SkippedPart):
@@ -858,9 +867,11 @@ def select_documents(candidates: Iterable[Candidate], options: ExtractionOptions
             extraction.skipped.append(outcome)
             continue
         name, content_type, content = outcome
-        name = _unique_name(name, taken)
         key = f"{candidate.mime_path}:{content.sha256()[:16]}"
-        extraction.documents.append(Document(name, content_type, content, key))
+        extraction.documents.append(Document(names.take(name), content_type, content, key))
+        if len(extraction.documents) > limit:
+            extraction.too_many = True
+            break
     return extraction
 
 
@@ -929,11 +940,24 @@ def _name_filter(name: str, filters: Filters) -> str | None:
     return None
 
 
-def _unique_name(name: str, taken: set[str]) -> str:
-    # Case-insensitive: "Invoice.pdf" and "invoice.pdf" are one file on Windows and macOS.
-    unique, number = name, 1
-    while unique.casefold() in taken:
-        number += 1
-        unique = numbered_filename(name, number)
-    taken.add(unique.casefold())
-    return unique
+class _UniqueNames:
+    """Names made unique by numbering (``a.pdf``, ``a (2).pdf``...), case-insensitively ("Invoice.pdf" and
+    "invoice.pdf" are one file on Windows and macOS), in linear time: each name remembers the next number to try,
+    so a thousand parts called alike do not each count up from 2."""
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+        self._next: dict[str, int] = {}
+
+    def take(self, name: str) -> str:
+        folded = name.casefold()
+        unique = name
+        if folded in self._taken:
+            number = self._next.get(folded, 2)
+            unique = numbered_filename(name, number)
+            while unique.casefold() in self._taken:
+                number += 1
+                unique = numbered_filename(name, number)
+            self._next[folded] = number + 1
+        self._taken.add(unique.casefold())
+        return unique

@@ -207,6 +207,9 @@ class SkippedPart:
 class Extraction:
     documents: list[Document] = field(default_factory=list)
     skipped: list[SkippedPart] = field(default_factory=list)
+    # True when selection stopped at one document over the cap (ingest.extraction.MAX_DOCUMENTS_PER_MESSAGE):
+    # the message is refused whole, so the parts after that one were not read or named.
+    too_many: bool = False
 
     def close(self) -> None:
         """Delete the temporary files of big documents (nothing to do for documents in memory)."""

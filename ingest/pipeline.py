@@ -24,6 +24,7 @@ from .errors import (
     SecretError,
     UnreadableMessage,
 )
+from .extraction import MAX_DOCUMENTS_PER_MESSAGE
 from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
 from .mailbox.base import Mailbox, MailItem
@@ -43,9 +44,6 @@ from .state import Settlement, StateStore
 
 log = logging.getLogger(__name__)
 
-# More documents than this in one message is not a mail anyone sends by hand (a zip-bomb-like part count): the
-# message goes to the failed folder with the reason instead of flooding DOC².
-MAX_DOCUMENTS_PER_MESSAGE = 500
 _SKIPPED_LOGGED = 20  # parts not uploaded, logged one by one per message
 
 # Uploads of different messages overlap while the next messages are read (ingest.flight): one pool of
@@ -321,10 +319,10 @@ class Pipeline:
         extraction = item.extract(account)
         work = MessageInFlight(ref, item, item.identity, where, extraction)
         _report_skipped(report, ref, extraction.skipped, where)
-        if len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
+        if extraction.too_many or len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
             work.close()
             raise UnreadableMessage(
-                f"{len(extraction.documents)} documents in one message, more than {MAX_DOCUMENTS_PER_MESSAGE}: "
+                f"more than {MAX_DOCUMENTS_PER_MESSAGE} documents in one message: "
                 "nothing uploaded; check the message by hand"
             )
         work.damaged = [part for part in extraction.skipped if part.damaged]

@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tnefparse.tnef import TNEF
 
+import ingest.extraction as extraction_module
 from ingest.config import ImapAccount
 from ingest.errors import TransientError
 from ingest.extraction import (
+    MAX_DOCUMENTS_PER_MESSAGE,
     MAX_NESTING_DEPTH,
     Candidate,
     UndecodablePart,
@@ -29,6 +31,7 @@ from ingest.extraction import (
     parse_headers,
     select_documents,
 )
+from ingest.filenames import numbered_filename
 from ingest.model import Extraction, MessageHeaders
 from ingest.sniffing import sniff_content_type
 from tests import samples
@@ -370,6 +373,45 @@ def test_duplicate_names_are_numbered() -> None:
 
 
 # --- import modes --------------------------------------------------------------------------------------------
+
+
+def test_the_document_cap_comes_before_reading_and_naming_the_rest() -> None:
+    loaded: list[str] = []
+
+    def candidate(number: int) -> Candidate:
+        def load() -> bytes:
+            loaded.append(str(number))
+            return samples.make_pdf(f"page {number}")
+
+        return Candidate("invoice.pdf", "application/pdf", str(number), load)
+
+    extraction = select_documents((candidate(n) for n in range(4000)), account())
+    assert extraction.too_many
+    assert len(extraction.documents) == MAX_DOCUMENTS_PER_MESSAGE + 1
+    assert len(loaded) == MAX_DOCUMENTS_PER_MESSAGE + 1  # the other 3,499 parts are never read
+
+
+def test_numbering_many_parts_of_one_name_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+
+    def counted(name: str, number: int) -> str:
+        nonlocal calls
+        calls += 1
+        return numbered_filename(name, number)
+
+    monkeypatch.setattr(extraction_module, "numbered_filename", counted)  # counts, the real function answers
+    count = 3000
+    candidates = [
+        Candidate.from_bytes("Rechnung.pdf", "application/pdf", str(n), b"%PDF-" + bytes(n)) for n in range(count)
+    ]
+    # A name already "numbered" by the sender keeps its place; the numbering goes round it.
+    candidates.insert(0, Candidate.from_bytes("rechnung (3).pdf", "application/pdf", "x", b"%PDF-x"))
+    extraction = select_documents(candidates, account(), limit=count + 1)
+    named = names(extraction)
+    assert len({name.casefold() for name in named}) == count + 1
+    assert named[:4] == ["rechnung (3).pdf", "Rechnung.pdf", "Rechnung (2).pdf", "Rechnung (4).pdf"]
+    assert named[-1] == f"Rechnung ({count + 1}).pdf"
+    assert calls <= count + 2  # one numbering per duplicate (and one more for the taken "(3)"), not count**2 / 2
 
 
 def test_import_message_gives_the_whole_mail_as_eml_only() -> None:

@@ -16,10 +16,9 @@ from collections import Counter
 
 import pytest
 
-from ingest.extraction import extract_from_mime, message_identity, parse_headers
+from ingest.extraction import MAX_DOCUMENTS_PER_MESSAGE, extract_from_mime, message_identity, parse_headers
 from ingest.filenames import MAX_FILENAME_BYTES, sanitise_filename
 from ingest.model import custom_doc_id
-from ingest.pipeline import MAX_DOCUMENTS_PER_MESSAGE
 from ingest.state.sqlite import SqliteStateStore
 from tests.hostile.corpus import Case, cases
 
