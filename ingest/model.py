@@ -6,13 +6,14 @@ import contextlib
 import hashlib
 import io
 import os
-import tempfile
 import uuid
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
+
+from .tempfiles import new_temp_file
 
 # Fixed namespace: custom_doc_id = uuid5(namespace, account / message key / document key) is stable across
 # runs, machines and versions, so DOC² can recognise a retried upload.
@@ -131,7 +132,7 @@ class BlobWriter:
             self._buffered += len(data)
             return
         if self._spill is None:
-            handle, path = tempfile.mkstemp(prefix="doc2-ingest-")
+            handle, path = new_temp_file()
             self._spill = (os.fdopen(handle, "wb"), path)
             for piece in self._buffer:
                 self._spill[0].write(piece)

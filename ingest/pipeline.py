@@ -41,6 +41,7 @@ from .report import (
 from .rules import Decision, decide
 from .secrets import SecretSource
 from .state import Settlement, StateStore
+from .tempfiles import sweep_stale as sweep_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Pipeline:
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
+        sweep_stale_temp_files()  # what a killed run left behind
         doc2: Doc2Client | None = None
         with ExitStack() as stack:
             stack.callback(setattr, self, "_uploads", None)
