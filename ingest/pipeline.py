@@ -145,6 +145,8 @@ class Pipeline:
                     settle=lambda batch: self._settle(account, mailbox, report, batch),
                 )
             refs = list(mailbox.list_messages())
+            if refs and not dry_run:
+                mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
             try:
                 self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, dry_run=dry_run)
             except BaseException:

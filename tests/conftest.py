@@ -2,6 +2,10 @@
 
 ``dovecot`` and the DOC² server start once per session. ``doc2_server`` hands each test a server with no uploads,
 no faults, no latency and the default API key; ``mail_user`` makes a fresh Dovecot user per test.
+
+``imap_server`` is each IMAP server kind in turn (a test using it runs once per kind): Dovecot's default layout,
+Dovecot set up the way hosting providers do ("." separator, everything under "INBOX."). Each starts once per session,
+the first time a test asks for it. ``imap_scenario`` is ``scenario`` on that server.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pytest
 from tests.support.ca import TestCA, make_test_ca
 from tests.support.doc2_server import Doc2Server
 from tests.support.dovecot import Dovecot, MailUser, find_dovecot_binary
+from tests.support.mailserver import MailServer
 
 pytest_plugins = ["tests.security.secret_scan"]  # no secret value in any log, output, report or error text
 
@@ -34,12 +39,48 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterat
             "apt-get install -y dovecot-imapd dovecot-pop3d",
             pytrace=False,
         )
-    server = Dovecot(tmp_path_factory.mktemp("dovecot"), test_ca)
+    yield from _running(Dovecot(tmp_path_factory.mktemp("dovecot"), test_ca))
+
+
+@pytest.fixture(scope="session")
+def dovecot_hosting(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[Dovecot]:
+    """Dovecot as cPanel/Plesk/Courier set it up: separator ".", every folder under the personal prefix "INBOX."."""
+    yield from _running(Dovecot(tmp_path_factory.mktemp("dovecot-hosting"), test_ca, layout="hosting"))
+
+
+def _running(server: Dovecot) -> Iterator[Dovecot]:
     server.start()
     try:
         yield server
     finally:
         server.close()
+
+
+IMAP_SERVERS = ("dovecot", "dovecot_hosting")
+
+
+@pytest.fixture(scope="session", params=IMAP_SERVERS)
+def imap_server(request: pytest.FixtureRequest) -> MailServer:
+    """Each kind of IMAP server in turn (the test runs once per kind), started once per session."""
+    server: MailServer = request.getfixturevalue(request.param)
+    return server
+
+
+@pytest.fixture
+def imap_user(imap_server: MailServer) -> MailUser:
+    """A new user with an empty mailbox on ``imap_server`` (a name any server accepts: letters and digits)."""
+    imap_server.ensure_running()
+    user = MailUser(f"user{next(_user_numbers):04d}x{secrets.token_hex(3)}", secrets.token_urlsafe(12))
+    imap_server.add_user(user.name, user.password)
+    return user
+
+
+@pytest.fixture
+def imap_scenario(tmp_path, test_ca: TestCA, imap_server: MailServer, doc2_server: Doc2Server, imap_user: MailUser):
+    """``scenario`` on each kind of IMAP server in turn."""
+    from tests.support.scenario import Scenario
+
+    return Scenario(tmp_path, test_ca, imap_server, doc2_server, imap_user.name, imap_user.password)
 
 
 @pytest.fixture(scope="session")

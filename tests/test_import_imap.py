@@ -1,9 +1,16 @@
-"""IMAP mailboxes into DOC², end to end: a real Dovecot, the local DOC² server, the real pipeline."""
+"""IMAP mailboxes into DOC², end to end: real IMAP servers, the local DOC² server, the real pipeline.
+
+The core scenarios take ``imap_scenario`` and run once per kind of IMAP server (see ``tests/conftest.py``); their
+folders are written as "/"-paths, as in an accounts file, whatever the server's own naming.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,20 +18,21 @@ from ingest.state.sqlite import SqliteStateStore
 
 from .mail import invoice_mail, pdf_bytes
 from .support.doc2_server import Refuse, Respond
+from .support.dovecot import Dovecot
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
-def test_every_attachment_uploaded_once_and_mail_moved(scenario, security):
+def test_every_attachment_uploaded_once_and_mail_moved(imap_scenario, security):
     raws = [invoice_mail(n) for n in range(3)]
-    scenario.append_many(raws)
-    scenario.write_config(scenario.imap_account(security=security, doc2_source="email:Invoices"))
+    imap_scenario.append_many(raws)
+    imap_scenario.write_config(imap_scenario.imap_account(security=security, doc2_source="email:Invoices"))
 
-    report = scenario.run()
+    report = imap_scenario.run()
 
     account = report.accounts[0]
     assert account.outcome == "ok", account.error
     assert (account.messages_seen, account.messages_imported, account.documents_uploaded) == (3, 3, 3)
-    uploads = scenario.doc2.uploads
+    uploads = imap_scenario.doc2.uploads
     assert sorted(u.filename for u in uploads) == [f"invoice-{n}.pdf" for n in range(3)]
     for upload in uploads:
         assert upload.content_type == "application/pdf"
@@ -36,49 +44,49 @@ def test_every_attachment_uploaded_once_and_mail_moved(scenario, security):
         assert upload.metadata["email_message_id"].endswith("@supplier.example")
         assert "T" in upload.metadata["email_received"]
         uuid.UUID(upload.metadata["custom_doc_id"])
-    assert scenario.messages("INBOX") == []
-    assert sorted(scenario.messages("Processed")) == sorted(raws)
+    assert imap_scenario.messages("INBOX") == []
+    assert sorted(imap_scenario.messages("Processed")) == sorted(raws)
 
-    again = scenario.run()
+    again = imap_scenario.run()
     assert again.accounts[0].messages_seen == 0
-    assert len(scenario.doc2.uploads) == 3
+    assert len(imap_scenario.doc2.uploads) == 3
 
 
-def test_fetching_does_not_mark_mail_seen(scenario):
-    scenario.append(invoice_mail(1))
-    scenario.write_config(scenario.imap_account(processed_folder="Done"))
-    scenario.run(dry_run=True)
-    flags = scenario.dovecot.folder_flags(scenario.user, scenario.password, "INBOX")
+def test_fetching_does_not_mark_mail_seen(imap_scenario):
+    imap_scenario.append(invoice_mail(1))
+    imap_scenario.write_config(imap_scenario.imap_account(processed_folder="Done"))
+    imap_scenario.run(dry_run=True)
+    flags = imap_scenario.dovecot.folder_flags(imap_scenario.user, imap_scenario.password, "INBOX")
     assert flags and all("\\Seen" not in f for f in flags.values())
 
 
-def test_custom_doc_id_is_stable_for_the_same_document(scenario):
+def test_custom_doc_id_is_stable_for_the_same_document(imap_scenario):
     raw = invoice_mail(7)
-    scenario.append(raw)
-    scenario.write_config(scenario.imap_account())
-    scenario.run()
-    first = scenario.doc2.uploads[0].custom_doc_id
+    imap_scenario.append(raw)
+    imap_scenario.write_config(imap_scenario.imap_account())
+    imap_scenario.run()
+    first = imap_scenario.doc2.uploads[0].custom_doc_id
     # The same mail arriving again (e.g. moved back by hand) maps to the same custom_doc_id: nothing re-uploaded.
-    scenario.append(raw)
-    report = scenario.run()
+    imap_scenario.append(raw)
+    report = imap_scenario.run()
     assert report.accounts[0].documents_already_in_doc2 == 1
-    assert [u.custom_doc_id for u in scenario.doc2.uploads] == [first]
-    assert scenario.messages("INBOX") == []
+    assert [u.custom_doc_id for u in imap_scenario.doc2.uploads] == [first]
+    assert imap_scenario.messages("INBOX") == []
 
 
-def test_wrong_password_is_a_clear_account_error_and_moves_nothing(scenario):
-    scenario.append(invoice_mail(1))
-    scenario.write_config(scenario.imap_account())
-    scenario.extra_env["MAIL_PASSWORD"] = "not-the-password"
+def test_wrong_password_is_a_clear_account_error_and_moves_nothing(imap_scenario):
+    imap_scenario.append(invoice_mail(1))
+    imap_scenario.write_config(imap_scenario.imap_account())
+    imap_scenario.extra_env["MAIL_PASSWORD"] = "not-the-password"
 
-    result = scenario.cli("import")
+    result = imap_scenario.cli("import")
 
     assert result.returncode == 1
-    assert "login refused" in result.stdout and scenario.user in result.stdout
+    assert "login refused" in result.stdout and imap_scenario.user in result.stdout
     assert "mail-password" in result.stdout  # names the secret to fix...
     assert "not-the-password" not in result.stdout + result.stderr  # ...never its value
-    assert scenario.doc2.uploads == []
-    assert len(scenario.messages("INBOX")) == 1
+    assert imap_scenario.doc2.uploads == []
+    assert len(imap_scenario.messages("INBOX")) == 1
 
 
 def test_rejected_doc2_key_stops_the_account_and_moves_nothing(scenario):
@@ -110,46 +118,69 @@ def test_doc2_server_errors_are_retried_and_upload_once(scenario):
     assert len(scenario.messages("Processed")) == 1
 
 
-def test_doc2_down_for_good_keeps_mail_then_moves_it_to_failed_after_three_attempts(scenario):
-    scenario.append_many([invoice_mail(1), invoice_mail(2)])
-    scenario.write_config(scenario.imap_account())
-    scenario.doc2.always(Refuse(503))
+def test_doc2_down_for_good_keeps_mail_then_moves_it_to_failed_after_three_attempts(imap_scenario):
+    imap_scenario.append_many([invoice_mail(1), invoice_mail(2)])
+    imap_scenario.write_config(imap_scenario.imap_account())
+    imap_scenario.doc2.always(Refuse(503))
 
     for attempt in (1, 2):
-        report = scenario.run()
+        report = imap_scenario.run()
         account = report.accounts[0]
         assert account.outcome == "partial"
         assert "still failing" in account.error
         assert account.messages_failed == 1 and account.messages_deferred == 1  # stops instead of hammering
-        assert len(scenario.messages("INBOX")) == 2, f"after attempt {attempt}"
+        assert len(imap_scenario.messages("INBOX")) == 2, f"after attempt {attempt}"
         assert account.problems[0].error.startswith(f"attempt {attempt}/3")
 
-    report = scenario.run()
+    report = imap_scenario.run()
     assert report.accounts[0].messages_moved_to_failed == 1
-    assert len(scenario.messages("Failed")) == 1
-    assert len(scenario.messages("INBOX")) == 1
+    assert len(imap_scenario.messages("Failed")) == 1
+    assert len(imap_scenario.messages("INBOX")) == 1
 
-    scenario.doc2.clear_faults()
-    report = scenario.run()
+    imap_scenario.doc2.clear_faults()
+    report = imap_scenario.run()
     assert report.accounts[0].documents_uploaded == 1
-    assert scenario.messages("INBOX") == []
+    assert imap_scenario.messages("INBOX") == []
 
 
 def test_failure_between_upload_and_move_uploads_nothing_twice(scenario):
-    """The move fails for real (the server refuses the processed folder's name); a re-run with it fixed
-    moves the mail without a second upload."""
+    """The move fails for real after the upload (the processed folder exists, but the server cannot write into it);
+    a re-run with that fixed moves the mail without a second upload."""
     scenario.append(invoice_mail(1))
-    scenario.write_config(scenario.imap_account(processed_folder="~Processed"))
-    first = scenario.run()
-    assert first.accounts[0].outcome == "account_failed", first.accounts[0]
-    assert len(scenario.doc2.uploads) == 1
-    assert len(scenario.messages("INBOX")) == 1
-
     scenario.write_config(scenario.imap_account())
+    with _unwritable(scenario.dovecot, scenario, "Processed"):
+        first = scenario.run()
+        assert first.accounts[0].outcome == "account_failed", first.accounts[0]
+        assert "cannot move UID 1 to 'Processed'" in (first.accounts[0].error or "")
+        assert len(scenario.doc2.uploads) == 1
+        assert len(scenario.messages("INBOX")) == 1
+
     second = scenario.run()
     assert second.accounts[0].documents_already_in_doc2 == 1
     assert len(scenario.doc2.uploads) == 1
     assert len(scenario.messages("Processed")) == 1
+
+
+@contextlib.contextmanager
+def _unwritable(dovecot, scenario, folder: str) -> Iterator[None]:
+    """The folder exists, but its maildir belongs to root and is read-only for the mail user (nobody)."""
+    assert isinstance(dovecot, Dovecot) and dovecot.layout == "default"
+    with dovecot.connect(scenario.user, scenario.password) as client:
+        client.create_folder(folder)
+    directory = dovecot.maildir(scenario.user) / folder
+    parts = [directory / sub for sub in ("cur", "new", "tmp")]
+    for part in parts:
+        part.mkdir(exist_ok=True)
+    saved = {part: (part.stat().st_uid, part.stat().st_gid, part.stat().st_mode) for part in parts}
+    for part in parts:
+        os.chown(part, 0, 0)
+        part.chmod(0o555)
+    try:
+        yield
+    finally:
+        for part, (uid, gid, mode) in saved.items():
+            os.chown(part, uid, gid)
+            part.chmod(mode)
 
 
 def test_connection_reset_after_doc2_stored_the_upload_repeats_the_same_custom_doc_id(scenario):
@@ -164,32 +195,32 @@ def test_connection_reset_after_doc2_stored_the_upload_repeats_the_same_custom_d
     assert len(scenario.messages("Processed")) == 1
 
 
-def test_non_ascii_folders(scenario):
-    scenario.append(invoice_mail(1), folder="Eingang/Lieferanten-Ü")
-    scenario.write_config(
-        scenario.imap_account(
+def test_non_ascii_folders(imap_scenario):
+    imap_scenario.append(invoice_mail(1), folder="Eingang/Lieferanten-Ü")
+    imap_scenario.write_config(
+        imap_scenario.imap_account(
             folder="Eingang/Lieferanten-Ü", processed_folder="Erledigt/Größe", failed_folder="Fehler/Übel"
         )
     )
-    report = scenario.run()
+    report = imap_scenario.run()
     assert report.accounts[0].documents_uploaded == 1
-    assert "Erledigt/Größe" in scenario.folders()
-    assert len(scenario.messages("Erledigt/Größe")) == 1
-    assert scenario.messages("Eingang/Lieferanten-Ü") == []
+    assert "Erledigt/Größe" in imap_scenario.folders()
+    assert len(imap_scenario.messages("Erledigt/Größe")) == 1
+    assert imap_scenario.messages("Eingang/Lieferanten-Ü") == []
 
 
-def test_dry_run_lists_and_changes_nothing(scenario):
-    scenario.append_many([invoice_mail(1), invoice_mail(2)])
-    scenario.write_config(scenario.imap_account())
+def test_dry_run_lists_and_changes_nothing(imap_scenario):
+    imap_scenario.append_many([invoice_mail(1), invoice_mail(2)])
+    imap_scenario.write_config(imap_scenario.imap_account())
 
-    result = scenario.cli("import", "--dry-run")
+    result = imap_scenario.cli("import", "--dry-run")
 
     assert result.returncode == 0, result.stderr
     assert "would upload invoice-1.pdf" in result.stdout and "would upload invoice-2.pdf" in result.stdout
-    assert scenario.doc2.requests_total == 0
-    assert len(scenario.messages("INBOX")) == 2
-    assert "Processed" not in scenario.folders()
-    assert scenario.run().accounts[0].documents_uploaded == 2  # the dry run recorded nothing
+    assert imap_scenario.doc2.requests_total == 0
+    assert len(imap_scenario.messages("INBOX")) == 2
+    assert "Processed" not in imap_scenario.folders()
+    assert imap_scenario.run().accounts[0].documents_uploaded == 2  # the dry run recorded nothing
 
 
 def test_json_report_on_stdout(scenario):

@@ -52,6 +52,11 @@ class Mailbox(Protocol):
         Returns human-readable notes; raises AccountError with the cause on failure."""
         ...
 
+    def ensure_targets(self) -> None:
+        """Make sure the processed and failed folders exist (creating them), before the run uploads anything.
+        Raises AccountError naming the folder the server will not have."""
+        ...
+
     def list_messages(self) -> Iterator[MessageRef]:
         """The messages now in the source folder, oldest first."""
         ...

@@ -323,6 +323,10 @@ class GraphMailbox:
                 notes.append(f"{label} folder {path!r} exists")
         return notes
 
+    def ensure_targets(self) -> None:
+        """Nothing ahead of time: Graph folders are display names under a known parent, which Graph does not refuse
+        the way an IMAP server refuses a name outside its namespace; they are made by the first move."""
+
     def list_messages(self) -> Iterator[MessageRef]:
         source = self._require_folder(self.account.folder, create=False)
         refs: list[MessageRef] = []

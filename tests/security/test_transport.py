@@ -38,7 +38,7 @@ def test_doc2_with_an_untrusted_certificate_stops_the_account_and_counts_no_atte
 
     assert scenario.doc2.requests_total == 0  # the handshake failed: no request, no document left our hands
     assert len(scenario.messages("INBOX")) == 1
-    assert "Failed" not in scenario.folders()
+    assert scenario.messages("Failed") == []
     store = SqliteStateStore(scenario.tmp / "state.sqlite3")
     try:
         assert store.settled_keys("mail") == set()

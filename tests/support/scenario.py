@@ -20,7 +20,7 @@ from ingest.settings import Settings
 
 from .ca import TestCA
 from .doc2_server import Doc2Server
-from .dovecot import Dovecot
+from .mailserver import MailServer, as_path, native
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD_SECRET = "mail-password"
@@ -30,7 +30,7 @@ PASSWORD_SECRET = "mail-password"
 class Scenario:
     tmp: Path
     ca: TestCA
-    dovecot: Dovecot
+    dovecot: MailServer  # the IMAP/POP3 server of this test: Dovecot (either layout) or Cyrus
     doc2: Doc2Server
     user: str
     password: str
@@ -109,18 +109,23 @@ class Scenario:
         result = self.cli("import", "--json", *args)
         return result.returncode, json.loads(result.stdout)
 
-    # -- the mailbox as the test sees it ------------------------------------------------------------------------
+    # -- the mailbox as the test sees it: folders as "/"-paths, whatever the server's own naming -----------------
+
+    def native(self, folder: str) -> str:
+        """The server's own name of a "/"-path (``INBOX.Archiv.2024`` on a hosting-style server)."""
+        return native(self.dovecot, folder)
 
     def append(self, raw: bytes, folder: str = "INBOX") -> int:
-        return self.dovecot.append(self.user, self.password, folder, raw)
+        return self.dovecot.append(self.user, self.password, self.native(folder), raw)
 
     def append_many(self, raws: list[bytes], folder: str = "INBOX") -> list[int]:
-        return self.dovecot.append_many(self.user, self.password, folder, raws)
+        return self.dovecot.append_many(self.user, self.password, self.native(folder), raws)
 
     def messages(self, folder: str) -> list[bytes]:
         if folder not in self.folders():
             return []
-        return [raw for _uid, raw in self.dovecot.folder_messages(self.user, self.password, folder)]
+        return [raw for _uid, raw in self.dovecot.folder_messages(self.user, self.password, self.native(folder))]
 
     def folders(self) -> list[str]:
-        return self.dovecot.list_folders(self.user, self.password)
+        """Every folder of the user as a "/"-path."""
+        return [as_path(self.dovecot, name) for name in self.dovecot.list_folders(self.user, self.password)]

@@ -1,0 +1,132 @@
+"""Folder names across IMAP servers: the accounts file's "/"-paths land where the server wants them, names in the
+server's own form work too, special folders are found by SPECIAL-USE, and a folder the server refuses stops the
+account before any document is uploaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from .mail import invoice_mail
+from .support.scenario import Scenario
+
+
+def test_folder_paths_are_mapped_onto_the_servers_namespace(imap_scenario):
+    """The report that started it: on a hosting-style server "Archiv/2024" is INBOX.Archiv.2024; the mail used to
+    be uploaded and then stay in the inbox ("Client tried to access nonexistent namespace")."""
+    s = imap_scenario
+    s.append_many([invoice_mail(1), invoice_mail(2)], folder="Eingang/Rechnungen")
+    s.write_config(s.imap_account(folder="Eingang/Rechnungen", processed_folder="Archiv/2024", failed_folder="Fehler"))
+
+    account = s.run().accounts[0]
+
+    assert account.outcome == "ok", account.error
+    assert account.documents_uploaded == 2
+    assert len(s.messages("Archiv/2024")) == 2
+    assert s.messages("Eingang/Rechnungen") == []
+    assert {"Archiv/2024", "Fehler"} <= set(s.folders())
+    assert s.native("Archiv/2024") in s.dovecot.list_folders(s.user, s.password)
+
+
+def test_names_in_the_servers_own_form_work_too(imap_scenario):
+    s = imap_scenario
+    s.append(invoice_mail(1))
+    s.write_config(s.imap_account(processed_folder=s.native("Erledigt/2024")))  # INBOX.Erledigt.2024 when hosted
+
+    assert s.run().accounts[0].documents_uploaded == 1
+    assert len(s.messages("Erledigt/2024")) == 1
+
+
+def test_test_login_shows_how_each_folder_maps_and_makes_the_missing_ones(imap_scenario):
+    s = imap_scenario
+    s.append(invoice_mail(1))
+    s.write_config(s.imap_account(processed_folder="Archiv/2024"))
+
+    result = s.cli("test-login")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected_prefix = "no personal prefix" if not s.dovecot.prefix else f"personal prefix {s.dovecot.prefix!r}"
+    assert f"folder names on this server: {expected_prefix}, separator {s.dovecot.separator!r}" in result.stdout
+    assert "source folder 'INBOX' -> 'INBOX': 1 messages" in result.stdout
+    assert f"processed folder 'Archiv/2024' -> {s.native('Archiv/2024')!r}: created now" in result.stdout
+    assert f"failed folder 'Failed' -> {s.native('Failed')!r}: created now" in result.stdout
+    assert {"Archiv/2024", "Failed"} <= set(s.folders())
+    assert s.doc2.uploads == [] and len(s.messages("INBOX")) == 1
+
+    again = s.cli("test-login")
+    assert f"processed folder 'Archiv/2024' -> {s.native('Archiv/2024')!r}: exists" in again.stdout
+
+
+@pytest.mark.parametrize("role", ["processed", "failed"])
+def test_a_folder_the_server_refuses_stops_the_account_before_any_upload(
+    tmp_path, test_ca, dovecot_hosting, doc2_server, role
+):
+    """Hosting-style Dovecot, where the target folder cannot be made (Dovecot refuses names starting with "~"):
+    an account error naming the folder, found before any document reaches DOC²; the mail stays."""
+    dovecot_hosting.add_user(f"refused-{role}", "pw-refused")
+    s = Scenario(tmp_path, test_ca, dovecot_hosting, doc2_server, f"refused-{role}", "pw-refused")
+    s.append_many([invoice_mail(1), invoice_mail(2)])
+    s.write_config(s.imap_account(**{f"{role}_folder": "~Import"}))
+
+    login = s.cli("test-login")
+    assert login.returncode == 1
+    assert f"the {role} folder '~Import' (on this server 'INBOX.~Import') cannot be created" in login.stdout
+    s.doc2.reset()  # test-login asked DOC² about the key
+
+    account = s.run().accounts[0]
+
+    assert account.outcome == "account_failed"
+    assert f"the {role} folder '~Import' (on this server 'INBOX.~Import') cannot be created" in account.error
+    assert "Invalid mailbox name" in account.error  # the server's own reason
+    assert f"fix '{role}_folder'" in account.error
+    assert s.doc2.requests_total == 0
+    assert len(s.messages("INBOX")) == 2
+
+
+def test_special_folders_are_found_by_special_use(imap_scenario):
+    """``\\Archive`` in the accounts file is the folder the server marks \\Archive, whatever its name."""
+    s = imap_scenario
+    s.append(invoice_mail(9), folder="Archive")  # the folder the server marks \Archive exists once created
+    s.append(invoice_mail(1))
+    s.write_config(s.imap_account(processed_folder="\\Archive"))
+
+    login = s.cli("test-login")
+    assert f"processed folder '\\\\Archive' -> {s.native('Archive')!r} (\\Archive): exists" in login.stdout
+
+    assert s.run().accounts[0].documents_uploaded == 1
+    assert len(s.messages("Archive")) == 2
+
+
+def test_a_special_use_the_server_does_not_have_is_an_account_error(imap_scenario):
+    s = imap_scenario
+    s.append(invoice_mail(1))
+    s.write_config(s.imap_account(processed_folder="\\Drafts"))
+
+    account = s.run().accounts[0]
+
+    assert account.outcome == "account_failed"
+    assert "the server marks no folder as \\Drafts" in account.error
+    assert s.doc2.requests_total == 0
+
+
+def test_a_trash_folder_as_target_is_flagged_at_test_login(imap_scenario):
+    s = imap_scenario
+    s.append(invoice_mail(1), folder="Trash")
+    s.write_config(s.imap_account(failed_folder="Trash"))
+
+    result = s.cli("test-login")
+
+    assert result.returncode == 0, result.stdout
+    assert "warning: failed folder 'Trash': the server marks it \\Trash" in result.stdout
+
+
+def test_importing_from_an_all_mail_folder_is_refused(imap_scenario):
+    """Gmail's All Mail (\\All) lists every message, moved or not: an import from it would never end."""
+    s = imap_scenario
+    s.append(invoice_mail(1), folder="All Mail")
+    s.write_config(s.imap_account(folder="All Mail"))
+
+    account = s.run().accounts[0]
+
+    assert account.outcome == "account_failed"
+    assert "is the server's \\All folder" in account.error
+    assert s.doc2.requests_total == 0
