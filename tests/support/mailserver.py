@@ -49,4 +49,3 @@ def as_path(server: MailServer, name: str) -> str:
     if server.prefix and name.startswith(server.prefix):
         name = name[len(server.prefix) :]
     return name.replace(server.separator, "/")
-
