@@ -369,21 +369,33 @@ def parse_config(data: Any, path: Path) -> Config:
     if not isinstance(raw_accounts, list) or not raw_accounts:
         errors.append(f"{path}: accounts: must be a non-empty list")
         raw_accounts = []
-    accounts = []
-    seen: set[str] = set()
+    accounts: list[AnyAccount] = []
+    seen: dict[str, str] = {}  # name_key -> the first account name with it
+    names: set[str] = set()
     if doc2 is not None:  # the doc2 section's dedupe settings are every account's default
         defaults = {"dedupe": doc2.dedupe, "dedupe_days": doc2.dedupe_days} | defaults
     for index, raw in enumerate(raw_accounts):
         account = _validate_account(raw, index, defaults, path, errors)
         if account is None:
             continue
-        if account.name in seen:
+        other = seen.setdefault(name_key(account.name), account.name)
+        if other == account.name and other in names:
             errors.append(f"{path}: account {account.name!r}: field 'name': used by more than one account")
-        seen.add(account.name)
+        elif other != account.name:
+            errors.append(
+                f"{path}: account {account.name!r}: field 'name': too close to account {other!r}: names must differ "
+                "in more than case and '-' versus '_' (they would share one token-cache secret in Key Vault)"
+            )
+        names.add(account.name)
         accounts.append(account)
     if errors:
         raise ConfigError("\n".join(errors))
     return Config(path=path, doc2=doc2, accounts=tuple(accounts))  # doc2 is valid when errors is empty
+
+
+def name_key(name: str) -> str:
+    """What tells account names apart everywhere they end up: Key Vault secret names ignore case and know no '_'."""
+    return name.casefold().replace("_", "-")
 
 
 def _check_default_fields(defaults: dict[str, Any], path: Path, errors: list[str]) -> None:

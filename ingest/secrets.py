@@ -15,6 +15,8 @@ from .errors import SecretError
 
 log = logging.getLogger(__name__)
 
+WRITER_ROLE = "Key Vault Secrets Officer"  # the built-in role that may write secrets (Secrets User only reads)
+
 
 def env_var_name(secret_name: str) -> str:
     """``doc2-api-key`` -> ``DOC2_API_KEY``: upper-cased, every character other than A-Z and 0-9 made ``_``."""
@@ -91,7 +93,29 @@ class KeyVaultSecrets:
         return secret.value
 
     def set(self, name: str, value: str) -> None:
-        self._client.set_secret(name, value)
+        """Writes a new version of secret ``name`` (the device-code token cache). SecretError says why not."""
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+        try:
+            self._client.set_secret(name, value)
+        except ClientAuthenticationError as err:
+            raise SecretError(
+                f"cannot sign in to Key Vault {self._vault_url} to write secret {name!r}: {_first_line(err)}"
+            ) from err
+        except HttpResponseError as err:
+            if err.status_code == 403:
+                raise SecretError(
+                    f"Key Vault {self._vault_url} denied writing secret {name!r} (403 Forbidden): this identity may "
+                    f"only read secrets; give it the '{WRITER_ROLE}' role on that secret (the 'Key Vault Secrets "
+                    "User' role cannot write)"
+                ) from err
+            raise SecretError(
+                f"Key Vault {self._vault_url} failed to store secret {name!r}: {_first_line(err)}"
+            ) from err
+        except Exception as err:  # network errors from azure-core come in several types
+            raise SecretError(
+                f"Key Vault {self._vault_url} not reachable to store secret {name!r}: {_first_line(err)}"
+            ) from err
         with self._lock:
             self._cache[name] = value
 

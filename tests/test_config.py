@@ -179,3 +179,16 @@ def test_every_command_has_help(command):
     result = run_cli(command, "--help", env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0
     assert "usage: python -m ingest" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["supplier_imap", "Supplier-IMAP", "SUPPLIER_imap"])
+def test_account_names_that_would_share_a_token_cache_secret_are_refused(tmp_path, name):
+    """Key Vault secret names ignore case and know no '_': such names side by side would share one device_code
+    token cache (``ingest-token-cache-supplier-imap``)."""
+    data = yaml.safe_load(yaml.safe_dump(PRODUCT_EXAMPLE))
+    data["accounts"][2]["name"] = name
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+    assert f"account {name!r}: field 'name': too close to account 'supplier-imap'" in str(caught.value)

@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
-from ingest.errors import SecretError
+from ingest.errors import AccountError, SecretError
 from ingest.graph.auth import SecretTokenCacheStore, default_token_cache, sign_in_with_device_code
 from ingest.secrets import KeyVaultSecrets
 from tests.support.ca import TestCA
@@ -117,3 +117,45 @@ def test_device_code_token_cache_kept_in_key_vault(cloud: MicrosoftCloud) -> Non
     with cloud.open(account, secrets=fresh) as mailbox:
         assert mailbox.check()[0] == "signed in to Entra ID (device_code)"
     assert len(cloud.keyvault.secrets["ingest-token-cache-ap-invoices"]) == 2
+
+
+def test_a_refreshed_token_cache_key_vault_will_not_store_is_an_account_error_naming_the_role(
+    cloud: MicrosoftCloud,
+) -> None:
+    """In Azure the app identity may only read Key Vault: the first refresh of a device_code account must fail as
+    that account's error saying which role is missing, not as an obscure failure."""
+    cloud.app.public_client = True
+    for name, value in cloud.secrets.items():
+        cloud.keyvault.set_secret(name, value)
+    secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    account = cloud.account(auth="device_code", client_secret_secret=None)
+
+    def prompt(text: str) -> None:
+        match = re.search(r"enter the code (\w+)", text)
+        assert match
+        cloud.entra.approve_device_code(match.group(1), MAILBOX)
+
+    sign_in_with_device_code(
+        account,
+        secrets,
+        authority_host=cloud.entra.base_url,
+        graph_endpoint=cloud.graph.endpoint,
+        ca_file=str(cloud.ca.ca_cert),
+        token_cache=default_token_cache(account.name, secrets),
+        prompt=prompt,
+    )
+    cloud.keyvault.read_only_clients.add(cloud.app.client_id)  # "Key Vault Secrets User" only
+    cloud.entra.expire_access_tokens()
+
+    reader = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    with pytest.raises(AccountError) as caught, cloud.open(account, secrets=reader) as mailbox:
+        mailbox.check()
+
+    message = str(caught.value)
+    assert "account 'ap-invoices'" in message
+    assert "secret 'ingest-token-cache-ap-invoices'" in message
+    assert "403" in message and "Key Vault Secrets Officer" in message
+    assert ("PUT", "/secrets/ingest-token-cache-ap-invoices", 403) in [
+        (method, path.rstrip("/"), status) for method, path, status in cloud.keyvault.requests
+    ]
+    assert len(cloud.keyvault.secrets["ingest-token-cache-ap-invoices"]) == 1  # the sign-in's version only

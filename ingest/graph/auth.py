@@ -86,10 +86,13 @@ class TokenCacheStore(Protocol):
 
 
 class SecretTokenCacheStore:
-    """The cache as a secret (Key Vault encrypts it at rest and guards it with RBAC)."""
+    """The cache as a secret (Key Vault encrypts it at rest and guards it with RBAC). Saving needs write access:
+    a refused save is the account's error, naming the secret and what is missing."""
 
-    def __init__(self, read: Callable[[str], str], write: Callable[[str, str], None], name: str) -> None:
-        self._read, self._write, self.name = read, write, name
+    def __init__(
+        self, read: Callable[[str], str], write: Callable[[str, str], None], name: str, *, account: str = ""
+    ) -> None:
+        self._read, self._write, self.name, self._account = read, write, name, account
         self.description = f"secret {name!r}"
 
     def load(self) -> str | None:
@@ -102,8 +105,13 @@ class SecretTokenCacheStore:
     def save(self, data: str) -> None:
         try:
             self._write(self.name, data)
-        except Exception as err:  # Key Vault errors come in several azure-core types
-            raise SecretError(f"cannot store the token cache in {self.description}: {_first_line(err)}") from err
+        except Exception as err:  # SecretError from KeyVaultSecrets; anything else from another writer
+            where = f"account {self._account!r}: " if self._account else ""
+            raise AccountError(
+                f"{where}the refreshed sign-in (token cache) cannot be saved in {self.description}: "
+                f"{_first_line(err)}; until it can, every run fails here, and once the saved refresh token expires "
+                "the account must sign in again"
+            ) from err
 
 
 class EncryptedFileTokenCacheStore:
@@ -157,7 +165,8 @@ class EncryptedFileTokenCacheStore:
 
 
 def token_cache_secret_name(account_name: str) -> str:
-    # Key Vault secret names allow letters, digits and '-' only.
+    """Key Vault secret names allow letters, digits and '-' only, and ignore case: ``a_b``, ``a-b`` and ``A-B``
+    would share one secret. The accounts file refuses such names side by side (:func:`ingest.config.name_key`)."""
     return TOKEN_CACHE_SECRET_PREFIX + re.sub(r"[^A-Za-z0-9-]", "-", account_name)
 
 
@@ -167,7 +176,7 @@ def default_token_cache(
     """Key Vault secret when the secret source can write (Key Vault), else an encrypted local file."""
     write = getattr(secrets, "set", None)
     if callable(write):
-        return SecretTokenCacheStore(secrets, write, token_cache_secret_name(account_name))
+        return SecretTokenCacheStore(secrets, write, token_cache_secret_name(account_name), account=account_name)
     try:
         passphrase = secrets(TOKEN_CACHE_KEY_SECRET)
     except SecretError as err:

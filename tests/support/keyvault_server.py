@@ -41,6 +41,7 @@ class KeyVaultEmulator(Emulator):
         self.tenant = tenant
         self.secrets: dict[str, list[SecretVersion]] = {}
         self.denied_clients: set[str] = set()  # client ids without the "Key Vault Secrets User/Officer" role
+        self.read_only_clients: set[str] = set()  # client ids with "Key Vault Secrets User" only: no PUT
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
 
     @property
@@ -100,6 +101,17 @@ class KeyVaultEmulator(Emulator):
                     ),
                 )
             return Response.json(200, self._bundle(request, name, versions[-1]))
+        if request.method == "PUT" and token.client_id in self.read_only_clients:
+            return Response.json(
+                403,
+                _error(
+                    "Forbidden",
+                    f"Caller is not authorized to perform action on resource.\r\nIf role assignments, deny "
+                    f"assignments or role definitions were changed recently, please observe propagation time.\r\n"
+                    f"Caller: appid={token.client_id}\r\nAction: 'Microsoft.KeyVault/vaults/secrets/setSecret/action'",
+                    inner="ForbiddenByRbac",
+                ),
+            )
         if request.method == "PUT" and len(parts) == 2:
             body = request.json() or {}
             if not isinstance(body.get("value"), str):
