@@ -65,59 +65,49 @@ class KeyVaultSecrets:
         return value
 
     def _fetch(self, name: str) -> str:
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceNotFoundError
 
         try:
             secret = self._client.get_secret(name)
         except ResourceNotFoundError:
             raise SecretError(f"secret {name!r} does not exist in Key Vault {self._vault_url}") from None
-        except ClientAuthenticationError as err:
-            raise SecretError(
-                f"cannot sign in to Key Vault {self._vault_url} to read secret {name!r}: {_first_line(err)}"
-            ) from err
-        except HttpResponseError as err:
-            if err.status_code == 403:
-                raise SecretError(
-                    f"access to secret {name!r} in Key Vault {self._vault_url} denied: give this identity the "
-                    f"'Key Vault Secrets User' role"
-                ) from err
-            raise SecretError(
-                f"Key Vault {self._vault_url} failed to return secret {name!r}: {_first_line(err)}"
-            ) from err
-        except Exception as err:  # network errors from azure-core come in several types
-            raise SecretError(
-                f"Key Vault {self._vault_url} not reachable for secret {name!r}: {_first_line(err)}"
-            ) from err
+        except Exception as err:
+            raise self._failure(err, name, writing=False) from err
         if not secret.value:
             raise SecretError(f"secret {name!r} in Key Vault {self._vault_url} is empty")
         return secret.value
 
     def set(self, name: str, value: str) -> None:
         """Writes a new version of secret ``name`` (the device-code token cache). SecretError says why not."""
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-
         try:
             self._client.set_secret(name, value)
-        except ClientAuthenticationError as err:
-            raise SecretError(
-                f"cannot sign in to Key Vault {self._vault_url} to write secret {name!r}: {_first_line(err)}"
-            ) from err
-        except HttpResponseError as err:
-            if err.status_code == 403:
-                raise SecretError(
-                    f"Key Vault {self._vault_url} denied writing secret {name!r} (403 Forbidden): this identity may "
-                    f"only read secrets; give it the '{WRITER_ROLE}' role on that secret (the 'Key Vault Secrets "
-                    "User' role cannot write)"
-                ) from err
-            raise SecretError(
-                f"Key Vault {self._vault_url} failed to store secret {name!r}: {_first_line(err)}"
-            ) from err
-        except Exception as err:  # network errors from azure-core come in several types
-            raise SecretError(
-                f"Key Vault {self._vault_url} not reachable to store secret {name!r}: {_first_line(err)}"
-            ) from err
+        except Exception as err:
+            raise self._failure(err, name, writing=True) from err
         with self._lock:
             self._cache[name] = value
+
+    def _failure(self, err: Exception, name: str, *, writing: bool) -> SecretError:
+        """What a Key Vault error means for reading or writing secret ``name``, and which role is missing."""
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+        vault, verb = self._vault_url, "write" if writing else "read"
+        if isinstance(err, ClientAuthenticationError):
+            return SecretError(f"cannot sign in to Key Vault {vault} to {verb} secret {name!r}: {_first_line(err)}")
+        if isinstance(err, HttpResponseError) and err.status_code == 403:
+            if writing:
+                return SecretError(
+                    f"Key Vault {vault} denied writing secret {name!r} (403 Forbidden): this identity may only read "
+                    f"secrets; give it the '{WRITER_ROLE}' role on that secret (the 'Key Vault Secrets User' role "
+                    "cannot write)"
+                )
+            return SecretError(
+                f"access to secret {name!r} in Key Vault {vault} denied: give this identity the 'Key Vault Secrets "
+                "User' role"
+            )
+        if isinstance(err, HttpResponseError):
+            return SecretError(f"Key Vault {vault} failed to {verb} secret {name!r}: {_first_line(err)}")
+        # network errors from azure-core come in several types
+        return SecretError(f"Key Vault {vault} not reachable to {verb} secret {name!r}: {_first_line(err)}")
 
 
 def _first_line(err: Exception) -> str:

@@ -12,8 +12,14 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
+from ingest.config import GraphAccount
 from ingest.errors import AccountError, SecretError
-from ingest.graph.auth import SecretTokenCacheStore, default_token_cache, sign_in_with_device_code
+from ingest.graph.auth import (
+    SecretTokenCacheStore,
+    TokenCacheStore,
+    default_token_cache,
+    sign_in_with_device_code,
+)
 from ingest.secrets import KeyVaultSecrets
 from tests.support.ca import TestCA
 from tests.support.microsoft import MAILBOX, MicrosoftCloud
@@ -85,14 +91,8 @@ def test_key_vault_secrets_of_the_product(cloud: MicrosoftCloud) -> None:
     assert "Key Vault Secrets User" in str(caught.value)
 
 
-def test_device_code_token_cache_kept_in_key_vault(cloud: MicrosoftCloud) -> None:
-    cloud.app.public_client = True
-    for name, value in cloud.secrets.items():
-        cloud.keyvault.set_secret(name, value)
-    secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
-    account = cloud.account(auth="device_code", client_secret_secret=None)
-    store = default_token_cache(account.name, secrets)
-    assert isinstance(store, SecretTokenCacheStore)
+def _sign_in(cloud: MicrosoftCloud, account: GraphAccount, secrets: KeyVaultSecrets, store: TokenCacheStore) -> None:
+    """The one-time device-code sign-in, the user approving the code at once."""
 
     def prompt(text: str) -> None:
         match = re.search(r"enter the code (\w+)", text)
@@ -108,6 +108,18 @@ def test_device_code_token_cache_kept_in_key_vault(cloud: MicrosoftCloud) -> Non
         token_cache=store,
         prompt=prompt,
     )
+
+
+def test_device_code_token_cache_kept_in_key_vault(cloud: MicrosoftCloud) -> None:
+    cloud.app.public_client = True
+    for name, value in cloud.secrets.items():
+        cloud.keyvault.set_secret(name, value)
+    secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    account = cloud.account(auth="device_code", client_secret_secret=None)
+    store = default_token_cache(account.name, secrets)
+    assert isinstance(store, SecretTokenCacheStore)
+
+    _sign_in(cloud, account, secrets, store)
     saved = cloud.keyvault.get_secret("ingest-token-cache-ap-invoices")
     assert saved and "RefreshToken" in saved
 
@@ -130,20 +142,7 @@ def test_a_refreshed_token_cache_key_vault_will_not_store_is_an_account_error_na
     secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
     account = cloud.account(auth="device_code", client_secret_secret=None)
 
-    def prompt(text: str) -> None:
-        match = re.search(r"enter the code (\w+)", text)
-        assert match
-        cloud.entra.approve_device_code(match.group(1), MAILBOX)
-
-    sign_in_with_device_code(
-        account,
-        secrets,
-        authority_host=cloud.entra.base_url,
-        graph_endpoint=cloud.graph.endpoint,
-        ca_file=str(cloud.ca.ca_cert),
-        token_cache=default_token_cache(account.name, secrets),
-        prompt=prompt,
-    )
+    _sign_in(cloud, account, secrets, default_token_cache(account.name, secrets))
     cloud.keyvault.read_only_clients.add(cloud.app.client_id)  # "Key Vault Secrets User" only
     cloud.entra.expire_access_tokens()
 
