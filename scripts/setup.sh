@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the product, its demo and its tests need on a fresh Debian machine:
-# Debian packages (Dovecot for the local demo mailbox and the tests), the Python venv in .venv, pinned packages.
+# Debian packages (Dovecot for the local demo mailbox and the tests), the Python venv in .venv, pinned packages,
+# the pinned azure-mgmt-* wheels whose REST API models the infra tests check the Bicep against.
 # With --with-azurite (what .ci/run uses) also Node.js/npm and the Azure Storage emulator Azurite, pinned, in
 # .tools/azurite (the tests of the Azure side start it themselves).
 # Safe to run again: each step is skipped when already done.
@@ -45,6 +46,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip check >/dev/null
   echo "$want" > "$stamp"
 fi
+
+# Azure's published REST API models for the infra schema tests (tests/infra/test_schema.py): pinned azure-mgmt-*
+# wheels, downloaded, never installed (the tests read them with ast).
+wheel_dir=.tools/azure-mgmt-wheels
+mkdir -p "$wheel_dir"
+while read -r spec; do
+  spec="${spec%%#*}"; spec="${spec// /}"
+  [ -n "$spec" ] || continue
+  wheel="$wheel_dir/$(echo "${spec%%==*}" | tr - _)-${spec##*==}-py3-none-any.whl"
+  if [ ! -f "$wheel" ]; then
+    echo "setup: downloading $spec (REST API models for the infra tests)" >&2
+    .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps -d "$wheel_dir" "$spec" 2>&1 \
+      | grep -v "^WARNING: Location" >&2 || true
+    [ -f "$wheel" ] || { echo "setup: $spec did not download to $wheel" >&2; exit 1; }
+  fi
+done < tests/infra/azure-mgmt-wheels.txt
 
 if [ "$with_azurite" -eq 1 ]; then
   azurite_dir=.tools/azurite

@@ -86,7 +86,7 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-resource failedMessages 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+resource failedMessages 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}failed-messages'
   location: location
   tags: tags
@@ -125,7 +125,7 @@ resource failedMessages 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   }
 }
 
-resource accountFailing 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+resource accountFailing 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}account-failing'
   location: location
   tags: tags
@@ -173,7 +173,7 @@ resource accountFailing 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   }
 }
 
-resource noRecentRun 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+resource noRecentRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}no-recent-run'
   location: location
   tags: tags
