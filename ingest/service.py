@@ -57,7 +57,7 @@ def run_import(
             state=state,
             secrets=secrets,
             open_mailbox=lambda account: open_mailbox(
-                account, secrets=secrets, settings=settings, state=state, deadline=deadline
+                account, secrets=secrets, settings=settings, state=state, deadline=deadline, dry_run=dry_run
             ),
             open_doc2=lambda: make_doc2_client(config, settings, secrets),
             deadline=deadline,

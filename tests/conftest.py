@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,9 @@ from tests.support.ca import TestCA, make_test_ca
 from tests.support.doc2_server import Doc2Server
 from tests.support.dovecot import Dovecot, MailUser, find_dovecot_binary
 from tests.support.mailserver import MailServer
+
+if TYPE_CHECKING:
+    from tests.support.microsoft import MicrosoftCloud
 
 pytest_plugins = ["tests.security.secret_scan"]  # no secret value in any log, output, report or error text
 
@@ -119,6 +123,16 @@ def _fast_retries() -> Iterator[None]:
     retry.configure_default(base_delay=0.001, max_delay=0.01)
     yield
     retry.configure_default(base_delay=saved[0], max_delay=saved[1])
+
+
+@pytest.fixture
+def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
+    """A test's Microsoft cloud: Entra ID, Graph and Key Vault emulators with one tenant, app and mailbox."""
+    from tests.support.microsoft import MicrosoftCloud
+
+    world = MicrosoftCloud.start(test_ca)
+    yield world
+    world.stop()
 
 
 @pytest.fixture

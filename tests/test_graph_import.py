@@ -82,8 +82,8 @@ def test_120_mails_over_three_pages_are_imported_once_and_moved(
     assert all(len(uploads) == 1 for uploads in doc2_server.uploads_by_custom_doc_id().values())
     assert len(cloud.mailbox.messages_in("Inbox/Processed")) == 120
     assert cloud.mailbox.messages_in("Inbox") == []
-    listing = [r for r in cloud.graph.requests if r.path.endswith("/messages") and r.method == "GET"]
-    assert len(listing) == 3
+    listing = [r for r in cloud.graph.requests if r.path.endswith("/messages/delta") and r.method == "GET"]
+    assert len(listing) == 3  # a full delta round, 50 a page
 
 
 def test_failed_move_after_upload_is_not_uploaded_again(
@@ -146,9 +146,10 @@ def test_expanded_listing_imports_every_document_once_in_few_requests_and_at_mos
     assert len(cloud.mailbox.messages_in("Inbox/Processed")) == 60
     graph = cloud.graph
     assert graph.count("GET", "/attachments/") == 3  # only the three scans, streamed from /$value
-    assert not [r for r in graph.requests if r.method == "GET" and r.path.rsplit("/", 2)[-2] == "messages"]
-    # the Inbox, 2 pages, the Processed folder found and made, 6 batches of 20 small attachments (invoice and logo),
-    # 3 downloads, 4 batches of moves (50 settled at once, then 10): 18, against ~3 a message one by one
+    single = [r for r in graph.requests if r.method == "GET" and r.path.rsplit("/", 2)[-2] == "messages"]
+    assert [r.path.rsplit("/", 1)[-1] for r in single] == ["delta", "delta"]  # no message read on its own
+    # the Inbox, 2 delta pages, the Processed folder found and made, 6 batches of 20 small attachments (invoice and
+    # logo), 3 downloads, 4 batches of moves (50 settled at once, then 10): 18, against ~3 a message one by one
     assert len(graph.requests) <= 18, [(r.method, r.path) for r in graph.requests]
     assert graph.peak_concurrency[cloud.mailbox.address.lower()] <= 4
     assert graph.count(status=429) == 0

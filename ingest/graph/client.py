@@ -366,24 +366,40 @@ class GraphSession:
         finally:
             await response.aclose()
 
-    def get_json(self, url: str, params: dict[str, str] | None = None) -> Any:
-        """GET ``url`` (``base_url`` + a path, or a whole ``@odata.nextLink``) and return its JSON, bypassing the
-        SDK's models: msgraph-sdk spends milliseconds deserialising each message, which for a listing of thousands
-        is seconds. Raises :class:`GraphFailure` for an error status."""
-        return self.run(lambda: self._get_json(url, params))
+    def get_json(self, url: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Any:
+        """GET ``url`` (``base_url`` + a path, or a whole ``@odata.nextLink`` / ``@odata.deltaLink``) and return its
+        JSON, bypassing the SDK's models: msgraph-sdk spends milliseconds deserialising each message, which for a
+        listing of thousands is seconds. Raises :class:`GraphFailure` for an error status."""
+        return self.run(lambda: self._send_json("GET", url, params=params, headers=headers))
 
-    async def _get_json(self, url: str, params: dict[str, str] | None) -> Any:
+    def send_json(self, method: str, url: str, body: Any = None) -> Any:
+        """``method`` on ``url`` with ``body`` as JSON (subscriptions); Graph's JSON answer, None for an empty one.
+        Raises :class:`GraphFailure` for an error status."""
+        return self.run(lambda: self._send_json(method, url, body=body))
+
+    async def _send_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
         token = await asyncio.to_thread(self.tokens.token)
         request = self.http.build_request(
-            "GET",
+            method,
             self._on_endpoint(url),
             params=params,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            json=body,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
             extensions={REQUEST_OPTIONS_KEY: {}},
         )
         response = await self.http.send(request)
         if response.status_code >= 400:
             raise _failure_from_response(response)
+        if not response.content:
+            return None
         try:
             return response.json()
         except ValueError as err:
@@ -473,10 +489,16 @@ class GraphSession:
     async def _send_batch(self, requests: Sequence[BatchRequest]) -> list[BatchAnswer]:
         items = []
         for number, item in enumerate(requests, 1):
-            entry: dict[str, Any] = {"id": str(number), "method": item.method, "url": item.url}
+            # Each request of a batch has its own headers: the immutable ids are asked for on every one of them.
+            entry: dict[str, Any] = {
+                "id": str(number),
+                "method": item.method,
+                "url": item.url,
+                "headers": {"Prefer": IMMUTABLE_ID},
+            }
             if item.body is not None:
                 entry["body"] = item.body
-                entry["headers"] = {"Content-Type": "application/json"}
+                entry["headers"]["Content-Type"] = "application/json"
             items.append(entry)
         token = await asyncio.to_thread(self.tokens.token)
         request = self.http.build_request(

@@ -16,7 +16,10 @@ def open_mailbox(
     settings: Settings,
     state: StateStore,
     deadline: float | None = None,
+    dry_run: bool = False,
 ) -> Mailbox:
+    """The adapter for ``account``; a Graph mailbox reads its folder by delta query with its cursor in ``state``,
+    which a dry run reads but never moves on."""
     if isinstance(account, ImapAccount | Pop3Account):
         token_source = None
         if account.auth == "xoauth2":
@@ -39,4 +42,6 @@ def open_mailbox(
         graph_endpoint=settings.graph_endpoint,
         ca_file=str(account.ca_file) if account.ca_file else None,
         deadline=deadline,
+        cursors=state,
+        keep_cursor=not dry_run,
     )

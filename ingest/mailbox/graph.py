@@ -59,6 +59,8 @@ from ..graph.client import (
     GraphSession,
     failure_of,
 )
+from ..graph.delta import CURSOR_NAME, MAX_CARRY, Cursor, CursorStore, fingerprint, read_round
+from ..graph.delta import PAGE_SIZE as DELTA_PAGE_SIZE
 from ..mailbody import read_body
 from ..model import Blob, Extraction, MessageHeaders, MessageRef, SkippedPart
 from ..rawmail import RawMail
@@ -92,6 +94,7 @@ REFERENCE_REASON = "cloud link, not importable"
 BATCHED_ATTACHMENT_BYTES = 1024 * 1024
 FETCH_AHEAD_BYTES = 8 * 1024 * 1024  # listed size of the attachments fetched in one batch
 _FORWARDED_STEM = "forwarded message"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class GraphMailbox:
@@ -107,7 +110,12 @@ class GraphMailbox:
         token_cache: TokenCacheStore | None = None,
         assertion_credential: Any = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        cursors: CursorStore | None = None,
+        keep_cursor: bool = True,
     ) -> None:
+        """With ``cursors`` (the state store) the source folder is read by delta query (``ingest.graph.delta``),
+        and unless ``keep_cursor`` is False (a dry run) the cursor moves on when the session ends without an
+        exception; without, every listing is a full one."""
         self.account = account
         self._secrets = secrets
         self._authority_host = authority_host
@@ -128,6 +136,10 @@ class GraphMailbox:
         self._fetched: dict[str, dict[str, bytes | IngestError]] = {}
         self._windows: dict[str, _Window] = {}  # message id -> the batch of attachments planned for it
         self._fetch_lock = threading.Lock()
+        self._cursors = cursors
+        self._keep_cursor = keep_cursor
+        self._changes: _ChangeRun | None = None  # this session's delta round, for the cursor at its end
+        self._settled: set[str] = set()  # ids moved out of the source folder by this session
 
     # --- session --------------------------------------------------------------------------------------------
 
@@ -147,6 +159,8 @@ class GraphMailbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc and exc[0] is None:
+            self._save_cursor()
         self._cancel_windows()
         if self._session is not None:
             self._session.close()
@@ -329,28 +343,129 @@ class GraphMailbox:
 
     def list_messages(self) -> Iterator[MessageRef]:
         source = self._require_folder(self.account.folder, create=False)
-        refs: list[MessageRef] = []
         self._listed.clear()
         self._fetched.clear()
         self._cancel_windows()
+        cursors = self._cursors
+        messages = self._list_changes(source, cursors) if cursors is not None else self._list_all(source)
+        refs = [MessageRef(ref=m.id, key=m.id, headers=m.headers) for m in messages]
+        self._listed.update((m.id, m) for m in messages)
+        self._order = [ref.ref for ref in refs]
+        self._position = {message_id: index for index, message_id in enumerate(self._order)}
+        yield from refs
+
+    def _list_all(self, source: str) -> list[GraphMessage]:
+        """Every message in the folder, oldest first, page by page."""
+        messages: list[GraphMessage] = []
         action = f"listing folder {self.account.folder!r}"
         page = self._get_json(action, f"{self._user_path}/mailFolders/{quote(source, safe='')}/messages", self._query())
         while True:
-            for data in page.get("value") or []:
-                message = _message(data)
-                refs.append(MessageRef(ref=message.id, key=message.id, headers=message.headers))
-                self._listed[message.id] = message
+            messages.extend(_message(data) for data in page.get("value") or [])
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 break
             if self._deadline is not None and time.monotonic() > self._deadline:
-                log.warning("%s: time budget used up while listing; %d messages listed", self._where, len(refs))
+                log.warning("%s: time budget used up while listing; %d messages listed", self._where, len(messages))
                 break
             page = self._get_json(action, str(next_link))
-        self._order = [ref.ref for ref in refs]
-        self._position = {message_id: index for index, message_id in enumerate(self._order)}
-        log.info("%s: %d messages in %s", self._where, len(refs), self.account.folder)
-        yield from refs
+        log.info("%s: %d messages in %s", self._where, len(messages), self.account.folder)
+        return messages
+
+    def _list_changes(self, source: str, cursors: CursorStore) -> list[GraphMessage]:
+        """The messages that arrived in the folder since the last run (delta query), and those an earlier run left
+        there unsettled (carried), oldest first."""
+        filters = self.account.filters
+        mark = fingerprint(
+            endpoint=self.session.base_url,
+            mailbox=self.account.mailbox,
+            folder_id=source,
+            message_filters={"from": filters.from_, "subject": filters.subject, "max_age_days": filters.max_age_days},
+        )
+        stored = Cursor.loads(cursors.cursor(self.account.name, CURSOR_NAME))
+        if stored is not None and stored.fingerprint != mark:
+            log.info("%s: folder, mailbox or filters changed since the last run: listing the whole folder", self._where)
+            stored = None
+        link = stored.link if stored is not None else None
+        if link is not None and not link.startswith(self.session.base_url + "/"):
+            link = None  # only ever follow links to the configured Graph endpoint
+        action = f"reading the changes in folder {self.account.folder!r}"
+        prefer = {"Prefer": f"odata.maxpagesize={DELTA_PAGE_SIZE}"}
+        try:
+            found = read_round(
+                lambda url, query: self.session.get_json(url, query, prefer),
+                f"{self._user_path}/mailFolders/{quote(source, safe='')}/messages/delta",
+                self._delta_query(),
+                link,
+                deadline=self._deadline,
+                where=self._where,
+            )
+        except Exception as err:
+            raise self._translate(err, action, message_level=False) from err
+        messages = {m.id: m for m in map(_message, found.changed)}
+        owed = [i for i in (stored.carry if stored is not None else []) if i not in messages]
+        carried, unread = self._read_carried(owed, source)
+        messages.update((m.id, m) for m in carried)
+        ordered = sorted(messages.values(), key=lambda m: m.headers.received or _EARLIEST)
+        self._changes = _ChangeRun(Cursor(mark, found.link), {m.id: m.headers for m in ordered}, unread)
+        log.info(
+            "%s: %s: %d new or changed messages, %d gone, %d carried from the last run, %d requests",
+            self._where,
+            "full round" if found.full else "changes since the last run",
+            len(found.changed),
+            found.removed,
+            len(carried),
+            found.requests,
+        )
+        return ordered
+
+    def _read_carried(self, ids: list[str], source: str) -> tuple[list[GraphMessage], list[str]]:
+        """The carried messages still in the source folder (read in batches), and the ids that could not be read
+        now (throttled, Graph failing): carried on again."""
+        if not ids:
+            return [], []
+        query = f"$select={','.join([*LIST_FIELDS, 'parentFolderId'])}&$expand=attachments($select={ATTACHMENT_FIELDS})"
+        requests = [BatchRequest("GET", f"{self._user_path}/messages/{quote(i, safe='')}?{query}") for i in ids]
+        try:
+            answers = self.session.batch(requests)
+        except Exception as err:
+            action = f"reading {len(ids)} messages left from the last run"
+            raise self._translate(err, action, message_level=False) from err
+        found: list[GraphMessage] = []
+        unread: list[str] = []
+        for message_id, answer in zip(ids, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict):
+                if answer.body.get("parentFolderId") == source:
+                    found.append(_message(answer.body))
+            elif answer.status != 404:  # 404: gone (deleted, or moved by someone: a new id)
+                unread.append(message_id)
+        return found, unread
+
+    def _delta_query(self) -> dict[str, str]:
+        query = {"$select": ",".join(LIST_FIELDS), "$expand": f"attachments($select={ATTACHMENT_FIELDS})"}
+        max_age = self.account.filters.max_age_days
+        if max_age:
+            query["$filter"] = f"receivedDateTime ge {_odata_time(datetime.now(UTC) - timedelta(days=max_age))}"
+        return query
+
+    def _save_cursor(self) -> None:
+        """At the end of a session that did not fail: the next run starts where this one's delta round ended, and
+        reads again the listed messages that passed the filters and are still in the folder."""
+        run, self._changes = self._changes, None
+        if run is None or self._cursors is None or not self._keep_cursor:
+            return
+        now = datetime.now(UTC)
+        filters = self.account.filters
+        owed = [i for i, headers in run.listed.items() if i not in self._settled]
+        owed = [i for i in owed if message_passes_filters(run.listed[i], filters, now) is None]
+        owed = list(dict.fromkeys([*owed, *run.unread]))
+        cursor: Cursor | None = Cursor(run.cursor.fingerprint, run.cursor.link, owed)
+        if run.cursor.link is None or len(owed) > MAX_CARRY:
+            log.info("%s: %d messages still to do: the next run lists the whole folder", self._where, len(owed))
+            cursor = None
+        try:
+            self._cursors.record_cursor(self.account.name, CURSOR_NAME, cursor.dumps() if cursor else None)
+        except Exception as err:  # noqa: BLE001 - the old cursor stays: the next run asks for the same changes
+            log.warning("%s: could not keep the delta cursor (%s); the next run reads these again", self._where, err)
 
     def _query(self) -> dict[str, str]:
         max_age = self.account.filters.max_age_days
@@ -513,8 +628,10 @@ class GraphMailbox:
         except Exception as err:
             failure = failure_of(err)
             if failure is not None and failure.status == 404 and self._already_in(ref.ref, target):
+                self._settled.add(ref.ref)
                 return  # an earlier attempt moved it and the answer got lost
             raise self._translate(err, f"moving message {ref.key} to {path!r}", message_level=True) from err
+        self._settled.add(ref.ref)
         log.info("%s: message %s moved to %s", self._where, ref.key, path)
 
     async def _move(self, message_id: str, target: str) -> None:
@@ -544,9 +661,11 @@ class GraphMailbox:
         failures: dict[str, IngestError] = {}
         for ref, answer in zip(refs, answers, strict=True):
             if answer.ok:
+                self._settled.add(ref.ref)
                 continue
             failure = answer.failure()
             if failure.status == 404 and self._already_in(ref.ref, target):
+                self._settled.add(ref.ref)
                 continue  # an earlier attempt moved it and the answer got lost
             failures[ref.key] = self._refusal(failure, f"moving message {ref.key} to {path!r}")
             log.warning("%s: message %s not moved to %s: %s", self._where, ref.key, path, failures[ref.key])
@@ -582,6 +701,16 @@ class GraphMailbox:
                 policy.sleep(policy.delay(attempt))
             except Exception as err:
                 raise self._translate(err, f"downloading {what}", message_level=True) from err
+
+
+@dataclass
+class _ChangeRun:
+    """A session's delta round: the cursor it leads to, the messages it listed (headers, for the filters), the
+    carried ids it could not read."""
+
+    cursor: Cursor
+    listed: dict[str, MessageHeaders]
+    unread: list[str]
 
 
 @dataclass

@@ -9,6 +9,9 @@ from typing import Literal, Protocol
 
 Status = Literal["pending", "processed", "failed", "skipped"]
 
+# A cursor is one text property in Table Storage, which holds at most 32K UTF-16 characters.
+MAX_CURSOR_CHARS = 30_000
+
 
 @dataclass(frozen=True)
 class MessageState:
@@ -69,6 +72,14 @@ class StateStore(Protocol):
 
     def settled_keys(self, account: str) -> set[str]:
         """Keys of messages settled for good (POP3 remembers imported mail this way)."""
+        ...
+
+    def cursor(self, account: str, name: str) -> str | None:
+        """A position kept between runs (the Graph delta link of a folder and what it still owes), or None."""
+        ...
+
+    def record_cursor(self, account: str, name: str, value: str | None) -> None:
+        """Keep ``value`` (at most :data:`MAX_CURSOR_CHARS` characters) as the cursor ``name``; None forgets it."""
         ...
 
     def account_lock(self, account: str) -> AbstractContextManager[None]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import AccountBusy, ConfigError
-from .base import MessageState, Settlement, Status, UploadRecord
+from .base import MAX_CURSOR_CHARS, MessageState, Settlement, Status, UploadRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS messages (
     account TEXT NOT NULL, message_key TEXT NOT NULL, identity TEXT,
     status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT NOT NULL,
     PRIMARY KEY (account, message_key)
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    account TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (account, name)
 );
 """
 
@@ -138,6 +142,22 @@ class SqliteStateStore:
                 (account,),
             ).fetchall()
         return {row[0] for row in rows}
+
+    def cursor(self, account: str, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM cursors WHERE account=? AND name=?", (account, name)).fetchone()
+        return str(row[0]) if row else None
+
+    def record_cursor(self, account: str, name: str, value: str | None) -> None:
+        if value is not None and len(value) > MAX_CURSOR_CHARS:
+            raise ValueError(
+                f"cursor {name!r} of account {account!r}: {len(value)} characters, more than the store keeps"
+            )
+        with self._lock:
+            if value is None:
+                self._db.execute("DELETE FROM cursors WHERE account=? AND name=?", (account, name))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now()))
 
     @contextmanager
     def account_lock(self, account: str) -> Iterator[None]:

@@ -11,7 +11,8 @@ every instance, with an account lock that is a blob lease (``ingest.leases``) in
   connection string; it is never printed back.
 
 Layout: one partition per account (PartitionKey = the account name). RowKeys are ``u|IDENTITY|CUSTOM_DOC_ID`` for
-a document in DOC² and ``m|MESSAGE_KEY`` for a message's attempts and status. Key parts are escaped (Table keys
+a document in DOC², ``m|MESSAGE_KEY`` for a message's attempts and status and ``c|NAME`` for a cursor (the Graph
+delta link of a folder). Key parts are escaped (Table keys
 forbid ``/ \\ # ?`` and control characters; ``%``, ``|`` and ``~`` are escaped too so the layout stays
 unambiguous) and parts longer than ``MAX_KEY_PART`` are replaced by ``~h`` + their SHA-256; the original values
 are kept as properties. ``record_failure`` counts with optimistic concurrency (ETag), so two instances counting
@@ -35,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..azure_storage import StorageAccount, storage_error
 from ..errors import ConfigError, TransientError
 from ..leases import DEFAULT_LEASE_CONTAINER, BlobLeaseLocks
-from .base import MessageState, Settlement, Status, UploadRecord
+from .base import MAX_CURSOR_CHARS, MessageState, Settlement, Status, UploadRecord
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -71,6 +72,10 @@ def _upload_prefix(identity: str) -> str:
 
 def _message_row(message_key: str) -> str:
     return f"m|{escape_key_part(message_key)}"
+
+
+def _cursor_row(name: str) -> str:
+    return f"c|{escape_key_part(name)}"
 
 
 def _now() -> datetime:
@@ -304,6 +309,40 @@ class TableStateStore:
             return list(self._table.query_entities(query, parameters=parameters, select=select))
 
         return self._call(run)
+
+    # -- cursors ---------------------------------------------------------------------------------------------
+
+    def cursor(self, account: str, name: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._call(self._table.get_entity, escape_key_part(account), _cursor_row(name))
+        except ResourceNotFoundError:
+            return None
+        value = entity.get("value")
+        return str(value) if value is not None else None
+
+    def record_cursor(self, account: str, name: str, value: str | None) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        if value is None:
+            with suppress(ResourceNotFoundError):
+                self._call(self._table.delete_entity, escape_key_part(account), _cursor_row(name))
+            return
+        if len(value) > MAX_CURSOR_CHARS:
+            raise ValueError(
+                f"cursor {name!r} of account {account!r}: {len(value)} characters, more than the store keeps"
+            )
+        entity = {
+            "PartitionKey": escape_key_part(account),
+            "RowKey": _cursor_row(name),
+            "account": account,
+            "name": name,
+            "value": value,
+            "updated_at": _now(),
+        }
+        self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
     # -- lock and life cycle ---------------------------------------------------------------------------------
 

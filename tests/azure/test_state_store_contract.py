@@ -12,6 +12,7 @@ import pytest
 
 from ingest.errors import AccountBusy, ConfigError
 from ingest.state import Settlement, StateStore, UploadRecord, open_state_store
+from ingest.state.base import MAX_CURSOR_CHARS
 from ingest.state.factory import describe_state_url
 from ingest.state.table import MAX_KEY_PART, escape_key_part, parse_state_url
 from tests.support.azurite import unique_name
@@ -148,6 +149,28 @@ def test_one_run_per_account(open_store):
             pass
     with second.account_lock("a"):  # released at the end of the first run
         pass
+
+
+def test_cursors_are_kept_per_account_and_name_replaced_and_forgotten(open_store):
+    store = open_store()
+    assert store.cursor("a", "graph-delta") is None
+    link = "https://graph.microsoft.com/v1.0/users/x%40y/mailFolders/AAMk%3D/messages/delta?$deltatoken=" + "t" * 2000
+    store.record_cursor("a", "graph-delta", link)
+    store.record_cursor("a", AWKWARD, "other")
+    store.record_cursor("b", "graph-delta", "b's")
+    assert open_store().cursor("a", "graph-delta") == link
+    assert open_store().cursor("a", AWKWARD) == "other"
+
+    store.record_cursor("a", "graph-delta", "newer")
+    store.record_cursor("b", "graph-delta", None)
+    store.record_cursor("b", "never-set", None)  # forgetting what was never kept is fine
+    again = open_store()
+    assert (again.cursor("a", "graph-delta"), again.cursor("b", "graph-delta")) == ("newer", None)
+    assert again.settled_keys("a") == set()  # a cursor is not a message
+
+    with pytest.raises(ValueError, match="more than the store keeps"):
+        store.record_cursor("a", "graph-delta", "x" * (MAX_CURSOR_CHARS + 1))
+    assert again.cursor("a", "graph-delta") == "newer"
 
 
 # -- Table Storage specifics ------------------------------------------------------------------------------------

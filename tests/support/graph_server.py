@@ -250,6 +250,9 @@ class MailboxStore:
         self.folders: dict[str, Folder] = {}
         self.messages: dict[str, Message] = {}
         self._lock = threading.RLock()
+        # Every arrival and move, in order: what delta queries report and what subscriptions notify of.
+        self.changes: list[Change] = []
+        self.listeners: list[Callable[[MailboxStore, Message, str | None], None]] = []
         self.root = self._add(Folder(_new_id("AAMkAGRoot", 33), "Top of Information Store", None, "msgfolderroot"))
         for name, display in WELL_KNOWN_FOLDERS.items():
             self._add(Folder(_new_id("AAMkAGFld", 33), display, self.root.id, name))
@@ -333,7 +336,17 @@ class MailboxStore:
         )
         with self._lock:
             self.messages[message.immutable_id] = message
+            self._changed(message, None)
         return message
+
+    def _changed(self, message: Message, left: str | None) -> None:
+        """Log a change of ``message`` (it arrived, or left folder ``left``) and tell the listeners."""
+        with self._lock:
+            seq = len(self.changes) + 1
+            self.changes.append(Change(seq, message.immutable_id, frozenset({message.folder_id, left or ""}) - {""}))
+            listeners = list(self.listeners)
+        for listener in listeners:
+            listener(self, message, left)
 
     def messages_in(self, path: str) -> list[Message]:
         try:
@@ -354,8 +367,18 @@ class MailboxStore:
     def move(self, message: Message, folder: Folder) -> None:
         with self._lock:
             if message.folder_id != folder.id:
-                message.folder_id = folder.id
+                left, message.folder_id = message.folder_id, folder.id
                 message.rest_id = _new_id("AAMkAGI2", 40)  # REST ids change with the folder
+                self._changed(message, left)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change in a mailbox: its sequence number, the message, the folders it touched (left and entered)."""
+
+    seq: int
+    message_id: str
+    folders: frozenset[str]
 
 
 @dataclass
@@ -421,6 +444,10 @@ class GraphEmulator(Emulator):
         self._active: dict[str, int] = {}
         self.peak_concurrency: dict[str, int] = {}
         self._request_mailboxes: dict[int, dict[str, int]] = {}
+        self.delta_generation = 0  # delta tokens of an older generation answer 410 syncStateNotFound
+        from .graph_subscriptions import Subscriptions
+
+        self.subscriptions = Subscriptions(self)
 
     @property
     def endpoint(self) -> str:
@@ -430,7 +457,13 @@ class GraphEmulator(Emulator):
     def add_mailbox(self, address: str) -> MailboxStore:
         store = MailboxStore(address)
         self.mailboxes[address.lower()] = store
+        store.listeners.append(self.subscriptions.changed)
         return store
+
+    def expire_delta_tokens(self) -> None:
+        """Every delta and skip token handed out so far answers 410 syncStateNotFound from now on."""
+        with self._lock:
+            self.delta_generation += 1
 
     def deny(self, address: str) -> None:
         self.mailboxes[address.lower()].denied = True
@@ -587,6 +620,8 @@ class GraphEmulator(Emulator):
             store, rest = self._mailbox(token, segments[1]), segments[2:]
         elif segments and segments[0].lower() == "me":
             store, rest = self._mailbox(token, "me"), segments[1:]
+        elif segments and segments[0].lower() == "subscriptions":
+            return self.subscriptions.handle(request, segments[1:], token)
         else:
             raise _Problem(400, "BadRequest", f"Resource not found for the segment '{'/'.join(segments)}'.")
         lowered = [s.lower() for s in rest]
@@ -610,6 +645,10 @@ class GraphEmulator(Emulator):
                 return self._list_folders(request, store, folder, headers)
             if tail == ["messages"] and method == "GET":
                 return self._list_messages(request, store, folder, immutable, headers)
+            if tail == ["messages", "delta"] and method == "GET":
+                from .graph_delta import delta_page
+
+                return delta_page(self, request, store, folder, immutable, headers)
             if len(tail) >= 2 and tail[0] == "messages":
                 return self._message_route(request, store, rest[3], rest[4:], immutable, headers)
         if len(lowered) >= 2 and lowered[0] == "messages":
@@ -882,3 +921,10 @@ def _compare(left: Any, op: str, right: Any) -> bool:
         "le": left <= right,
         "lt": left < right,
     }[op]
+
+
+# What the delta and subscription modules of this emulator use.
+GraphProblem = _Problem
+parse_filter = _parse_filter
+message_value = _message_value
+compare = _compare
