@@ -8,20 +8,22 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import httpx
 
-from .errors import AccountError, Doc2Unavailable, DocumentError
+from .errors import AccountError, Doc2Unavailable, DocumentError, OutOfTime
 from .model import Document
-from .retry import RetryPolicy, default_policy, parse_retry_after
+from .retry import RetryPolicy, bounded_wait, default_policy, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 UPLOAD_PATH = "/document/process"
 STATUS_PATH = "/document/status"
 CONNECT_TIMEOUT = 10.0
+PROBE_TIMEOUT = 10.0
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 _NO_DOCUMENT = "00000000-0000-0000-0000-000000000000"
 
@@ -52,9 +54,12 @@ class Doc2Client:
         verify: ssl.SSLContext | str | bool = True,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._retry = retry or default_policy()
+        self._timeout = timeout
+        self._deadline = deadline  # time.monotonic() after which no request or wait is started (the run's budget)
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"X-API-KEY": api_key, "Accept": "application/json"},
@@ -83,18 +88,40 @@ class Doc2Client:
             raise AccountError(f"DOC² at {self.base_url} not reachable: {_describe(err)}") from err
         if response.status_code in (401, 403):
             raise AccountError(self._key_rejected(response))
+        if response.is_redirect:
+            raise AccountError(self._redirected(response))
         if response.status_code >= 500:
             raise AccountError(f"DOC² at {self.base_url} answered HTTP {response.status_code}; try again later")
+
+    def probe(self) -> str | None:
+        """A cheap look whether DOC² answers at all (the request of :meth:`check_key`, which creates nothing).
+
+        None when it answers; else what went wrong (unreachable, time-out, 429 or 5xx). Used to tell a DOC² outage
+        from a document DOC² keeps failing: see ingest.outage."""
+        try:
+            response = self._http.get(
+                STATUS_PATH,
+                params={"doc_id": _NO_DOCUMENT},
+                timeout=httpx.Timeout(PROBE_TIMEOUT, connect=min(PROBE_TIMEOUT, CONNECT_TIMEOUT)),
+            )
+        except httpx.HTTPError as err:
+            return _describe(err)
+        if response.status_code == 429 or response.status_code >= 500:
+            return f"HTTP {response.status_code} to a status request"
+        return None
 
     def upload(self, document: Document, source: str, metadata: UploadMetadata) -> dict[str, Any]:
         """Upload one document. Returns DOC²'s JSON answer.
 
-        Raises AccountError (key rejected), DocumentError (DOC² refused this document) or Doc2Unavailable
-        (still failing after every retry: the message stays for the next run).
+        Raises AccountError (key rejected, or DOC² is not at base_url: a redirect), DocumentError (DOC² refused this
+        document), Doc2Unavailable (still failing after every retry: whose fault that is, ingest.outage decides) or
+        OutOfTime (the run's time budget leaves no time for the next try). No wait and no request outlasts the
+        budget: a Retry-After beyond it ends the retries at once.
         """
         last_problem = ""
         for attempt in range(1, self._retry.attempts + 1):
             retry_after: float | None = None
+            timeout = self._request_timeout(last_problem)
             # A document in a temporary file is streamed from a fresh reader on every attempt; httpx still sends
             # a Content-Length (it takes the file's size), so DOC² reads one plain body.
             body: bytes | BinaryIO = document.blob.read() if document.blob.in_memory else document.open()
@@ -104,6 +131,7 @@ class Doc2Client:
                     UPLOAD_PATH,
                     data={"source": source, "metadata": metadata.as_json()},
                     files={"file": (document.filename, body, document.content_type)},
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
                 if isinstance(body, bytes):
                     # A document in memory goes as one piece: the form's dozen short lines each took a write to
@@ -125,7 +153,13 @@ class Doc2Client:
                 if not isinstance(body, bytes):
                     body.close()
             if attempt < self._retry.attempts:
-                pause = self._retry.delay(attempt, retry_after)
+                pause = bounded_wait(self._retry.delay(attempt, retry_after), self._deadline)
+                if pause is None:
+                    raise OutOfTime(
+                        f"DOC² at {self.base_url}: {last_problem}; the run's time budget leaves no time to try "
+                        f"{document.filename!r} again"
+                        + (f" after the {retry_after:.0f} s DOC² asked to wait" if retry_after is not None else "")
+                    )
                 log.warning(
                     "DOC² upload of %s (custom_doc_id %s) failed (%s); retry %d/%d in %.1fs",
                     document.filename,
@@ -140,9 +174,25 @@ class Doc2Client:
             f"DOC² at {self.base_url} still failing after {self._retry.attempts} attempts ({last_problem})"
         )
 
+    def _request_timeout(self, last_problem: str) -> httpx.Timeout | None:
+        """The request's time-out: the configured one, cut to what is left of the run's budget (None: unchanged)."""
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise OutOfTime(
+                f"DOC² at {self.base_url}: the run's time budget is used up"
+                + (f" (last try: {last_problem})" if last_problem else "")
+            )
+        if left >= self._timeout:
+            return None
+        return httpx.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
+
     def _accept(self, response: httpx.Response, document: Document) -> dict[str, Any]:
         if response.status_code in (401, 403):
             raise AccountError(self._key_rejected(response))
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise AccountError(self._redirected(response))
         if not response.is_success:
             raise DocumentError(
                 f"DOC² refused {document.filename!r}: HTTP {response.status_code} {_detail(response)}".rstrip()
@@ -159,6 +209,17 @@ class Doc2Client:
         return (
             f"DOC² at {self.base_url}: TLS certificate not trusted ({_describe(err)}); "
             f"set doc2.ca_file (or SSL_CERT_FILE) for a private CA"
+        )
+
+    def _redirected(self, response: httpx.Response) -> str:
+        # A redirect is never followed: the API key would go to wherever it points, and a POST may be replayed as a
+        # GET. It is the configuration's fault (an old or wrong base_url), not the document's.
+        location = response.headers.get("Location", "")
+        target = httpx.URL(location).copy_with(query=None, fragment=None) if location else None
+        return (
+            f"DOC² at {self.base_url} answered HTTP {response.status_code}"
+            + (f" pointing to {target}" if target else "")
+            + ": DOC²'s API is not at this address; set doc2.base_url (or DOC2_BASE_URL) to the API's address"
         )
 
     def _key_rejected(self, response: httpx.Response) -> str:

@@ -7,7 +7,8 @@
     │   └── AccountBusy      another run holds this account's lock
     ├── TransientError       worth retrying later (time-out, reset, 429/5xx after retries)
     │   ├── Doc2Unavailable  DOC² keeps failing: the account stops for this run, its mail stays
-    │   └── ConnectionLost   the mailbox connection broke: the account stops for this run
+    │   ├── ConnectionLost   the mailbox connection broke: the account stops for this run
+    │   └── OutOfTime        the run's time budget leaves no time for a wait or a retry: the rest waits
     └── DocumentError        one document or message cannot be imported (broken mail, DOC² refused it)
         └── UnreadableMessage  its content cannot be read as it is; retrying changes nothing: failed folder at once
 
@@ -47,6 +48,11 @@ class Doc2Unavailable(TransientError):
 
 class ConnectionLost(TransientError):
     """The connection to the mailbox broke in the middle of a run."""
+
+
+class OutOfTime(TransientError):
+    """The run's time budget (INGEST_RUN_BUDGET_SECONDS) is used up: what is not done waits for the next run, and
+    no attempt is counted against the message it interrupted."""
 
 
 class DocumentError(IngestError):

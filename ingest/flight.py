@@ -11,9 +11,10 @@ from typing import Any
 
 from .config import AnyAccount
 from .doc2 import Doc2Client, UploadMetadata
-from .errors import Doc2Unavailable, IngestError
+from .errors import Doc2Unavailable, IngestError, OutOfTime
 from .mailbox.base import Mailbox, MailItem
 from .model import Document, Extraction, MessageRef, SkippedPart
+from .outage import Doc2Health
 from .report import AccountReport
 from .state import StateStore, UploadRecord
 
@@ -28,6 +29,7 @@ class PendingUpload:
     metadata: UploadMetadata
     source: str  # DOC²'s source field: the account's doc2_source, or the matching rule's
     future: Future[dict[str, Any]] | None = None
+    gave_up_at: int = 0  # when it failed for good: the number of the run's latest upload then (ingest.outage)
 
     def error(self) -> BaseException | None:
         return self.future.exception() if self.future is not None else None
@@ -69,8 +71,9 @@ class Flight:
     Only the calling thread touches the mailbox (imapclient is not thread-safe) and the state store; the pool
     threads only upload. Bounds: ``doc2.max_concurrent_uploads`` uploads at once (the pool's size, and this
     mailbox's share of it), ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes read and
-    not yet recorded. Until the first upload of the run succeeds, one message at a time: a rejected key or a DOC²
-    that is down costs one request, not a burst. Settled messages are moved ``SETTLE_BATCH`` at a time.
+    not yet recorded. Until the first upload of the run succeeds, and while a message waits for the verdict whose
+    fault DOC²'s failure was (``careful``, see ingest.outage), one message at a time: a rejected key or a DOC² that
+    is down costs one request, not a burst. Settled messages are moved ``SETTLE_BATCH`` at a time.
     """
 
     def __init__(
@@ -85,8 +88,12 @@ class Flight:
         max_uploads: int,
         complete: Callable[[MessageInFlight], bool],
         settle: Callable[[list[MessageInFlight]], IngestError | None],
+        health: Doc2Health | None = None,
+        careful: Callable[[], bool] = lambda: False,
     ) -> None:
         self._state = state
+        self._health = health or Doc2Health()
+        self._careful = careful
         self._complete = complete  # decides on a message whose uploads ended: True when it may be settled
         self._settle = settle  # moves a batch, records it; returns what stops the run
         self._account = account
@@ -101,7 +108,7 @@ class Flight:
         # A mailbox that moves many messages in one command (IMAP) settles them in batches; any other settles
         # each message as soon as its documents are recorded.
         self._batch = SETTLE_BATCH if callable(getattr(mailbox, "settle_many", None)) else 1
-        self.doc2_down: Doc2Unavailable | None = None
+        self.doc2_down: Doc2Unavailable | OutOfTime | None = None  # DOC² is down, or no time left to wait for it
 
     def start(self, work: MessageInFlight) -> None:
         for upload in work.uploads:
@@ -118,6 +125,7 @@ class Flight:
         """Wait until another message may be read (bounds, and one at a time until DOC² answered)."""
         while self._messages and (
             not self._proven
+            or self._careful()
             or len(self._messages) >= MAX_MESSAGES_IN_FLIGHT
             or sum(work.size for work in self._messages) >= MAX_BYTES_IN_FLIGHT
         ):
@@ -125,6 +133,13 @@ class Flight:
             self._collect()
         if len(self._to_settle) >= self._batch:
             self._flush()
+
+    def wait_for(self, identity: str) -> None:
+        """Wait until no message of this identity is in flight: a second copy of a message in one run is planned
+        only once the first one's uploads are recorded, so it uploads nothing twice."""
+        while any(work.identity == identity for work in self._messages):
+            self._wait()
+            self._collect()
 
     def finish(self) -> None:
         """Wait for every upload in flight, record them, and settle the messages they complete."""
@@ -148,10 +163,16 @@ class Flight:
         self._to_settle.clear()
 
     def _upload(self, upload: PendingUpload) -> dict[str, Any]:
+        number = self._health.start()
         try:
-            return self._doc2.upload(upload.document, upload.source, upload.metadata)
+            answer = self._doc2.upload(upload.document, upload.source, upload.metadata)
+        except Doc2Unavailable:
+            upload.gave_up_at = self._health.now()
+            raise
         finally:
             self._permits.release()
+        self._health.record_accepted(number)
+        return answer
 
     def _wait(self) -> None:
         pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
@@ -175,7 +196,9 @@ class Flight:
         for work in finished:
             if any(upload.error() is None for upload in work.uploads if upload.future is not None):
                 self._proven = True
-            if self.doc2_down is not None and any(isinstance(u.error(), Doc2Unavailable) for u in work.uploads):
+            if self.doc2_down is not None and any(
+                isinstance(u.error(), (Doc2Unavailable, OutOfTime)) for u in work.uploads
+            ):
                 # DOC² is down and that is counted once already: this message just waits for the next run.
                 work.close()
                 self._report.messages_seen -= 1
@@ -184,7 +207,7 @@ class Flight:
             try:
                 if self._complete(work):
                     self._to_settle.append(work)
-            except Doc2Unavailable as err:
+            except (Doc2Unavailable, OutOfTime) as err:
                 self.doc2_down = err
 
     def _record_successes(self, works: list[MessageInFlight]) -> None:

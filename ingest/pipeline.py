@@ -20,7 +20,9 @@ from .errors import (
     AccountError,
     ConnectionLost,
     Doc2Unavailable,
+    DocumentError,
     IngestError,
+    OutOfTime,
     SecretError,
     UnreadableMessage,
 )
@@ -29,6 +31,7 @@ from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
 from .mailbox.base import Mailbox, MailItem
 from .model import MessageRef, SkippedPart, custom_doc_id
+from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
 from .report import (
     MAX_SKIPPED_LISTED,
     AccountReport,
@@ -73,6 +76,7 @@ class Pipeline:
         self._deadline = deadline
         self._clock = clock
         self._uploads: ThreadPoolExecutor | None = None  # the run's upload pool (per DOC²)
+        self._health = Doc2Health()  # uploads DOC² accepted in this run: whose fault a DOC² failure is
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
@@ -131,8 +135,11 @@ class Pipeline:
         with ExitStack() as stack:
             mailbox = stack.enter_context(self._open_mailbox(account))
             flight: Flight | None = None
+            verdicts: Doc2Verdicts | None = None
             if not dry_run and doc2 is not None:
                 pool = self._uploads or stack.enter_context(upload_pool(self.config.doc2.max_concurrent_uploads))
+                verdicts = Doc2Verdicts(self._health, doc2.probe)
+                judge = verdicts
                 flight = Flight(
                     account=account,
                     mailbox=mailbox,
@@ -141,14 +148,16 @@ class Pipeline:
                     pool=pool,
                     state=self.state,
                     max_uploads=self.config.doc2.max_concurrent_uploads,
-                    complete=lambda work: self._complete(account, mailbox, report, work),
+                    complete=lambda work: self._complete(account, mailbox, report, work, judge),
                     settle=lambda batch: self._settle(account, mailbox, report, batch),
+                    health=self._health,
+                    careful=lambda: judge.suspicious,
                 )
             refs = list(mailbox.list_messages())
             if refs and not dry_run:
                 mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
             try:
-                self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, dry_run=dry_run)
+                self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, verdicts, dry_run=dry_run)
             except BaseException:
                 if flight is not None:
                     flight.abandon()  # record what reached DOC²; move nothing
@@ -163,6 +172,7 @@ class Pipeline:
         remembered: set[str],
         report: AccountReport,
         flight: Flight | None,
+        verdicts: Doc2Verdicts | None = None,
         *,
         dry_run: bool,
     ) -> None:
@@ -199,9 +209,16 @@ class Pipeline:
                 flight.abandon()
                 stop = stop or err
             stop = stop or flight.doc2_down
+        if verdicts is not None:
+            self._count_cleared(account, mailbox, report, verdicts)
+            again, outage = verdicts.at_end(lambda suspect: self._kept_failing(account, suspect))
+            for suspect in again:
+                self._count_suspect(account, mailbox, report, suspect)
+            stop = stop or outage
         if stop is not None:
             report.messages_deferred += left
-            report.outcome = "partial"
+            # DOC² unavailable is a failure of the account's run (exit 1, alert): nothing of it was imported since.
+            report.outcome = "account_failed" if isinstance(stop, Doc2Unavailable) else "partial"
             report.error = str(stop)
             log.error("account %s: stopping this run: %s", account.name, stop)
 
@@ -244,6 +261,8 @@ class Pipeline:
                 report.messages_skipped_by_rule += 1
                 close_item(item)
                 return
+            if flight is not None:
+                flight.wait_for(identity)  # a copy of a message still in flight: plan it once that one is recorded
             work = self._plan_uploads(account, ref, item, report, where, decision, dry_run=dry_run or flight is None)
             if dry_run or flight is None:
                 work.close()
@@ -268,14 +287,8 @@ class Pipeline:
         dry_run: bool = False,
     ) -> None:
         """Count a failed attempt of one message (or not), as its failure calls for; re-raise what stops the run."""
-        if isinstance(err, Doc2Unavailable):
-            # DOC² is down: this message's attempt counts (after max_attempts it goes to the failed folder),
-            # and the caller stops the account for this run instead of trying every other message too.
-            if not dry_run:
-                self._count_failure(account, mailbox, ref, identity, report, where, str(err))
-            raise err
-        if isinstance(err, (AccountError, ConnectionLost)):
-            raise err  # not this message's fault: no attempt counted, nothing moved
+        if isinstance(err, (AccountError, ConnectionLost, Doc2Unavailable, OutOfTime)):
+            raise err  # not this message's fault (whose a DOC² failure is, ingest.outage decides): nothing counted
         if isinstance(err, UnreadableMessage):
             # The same bytes fail the same way on every attempt: to the failed folder now, with the reason.
             if dry_run:
@@ -356,24 +369,62 @@ class Pipeline:
             work.uploads.append(PendingUpload(document, metadata, decision.source))
         return work
 
-    def _complete(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, work: MessageInFlight) -> bool:
+    def _complete(
+        self,
+        account: AnyAccount,
+        mailbox: Mailbox,
+        report: AccountReport,
+        work: MessageInFlight,
+        verdicts: Doc2Verdicts,
+    ) -> bool:
         """Decide on a message whose uploads all ended and are recorded (state first: the caller recorded what
         reached DOC²); True when it may be settled.
 
-        Raises what stops the account (Doc2Unavailable, AccountError).
+        Raises what stops the account (Doc2Unavailable for an outage, AccountError).
         """
-        failures = [error for upload in work.uploads if (error := upload.error()) is not None]
+        failures = [(upload, error) for upload in work.uploads if (error := upload.error()) is not None]
         work.close()
+        self._count_cleared(account, mailbox, report, verdicts)
         if failures:
-            err = min(failures, key=_seriousness)
-            if isinstance(err, Exception):
-                self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, err)
+            upload, err = min(failures, key=lambda failure: (_seriousness(failure[1]), failure[0].gave_up_at))
+            if not isinstance(err, Exception):
+                raise err
+            if isinstance(err, OutOfTime):
+                report.messages_seen -= 1  # the run's budget ran out in its retries: it waits, nothing counted
+                report.messages_deferred += 1
+                log.warning("%s: left for the next run: %s", work.where, err)
+                raise err  # and the account stops: the time left is not worth another message
+            if isinstance(err, Doc2Unavailable):
+                report.messages_seen -= 1  # waits for the verdict, counted (or not) in _count_cleared
+                report.messages_deferred += 1
+                log.warning("%s: DOC² failed its upload, nothing counted yet: %s", work.where, err)
+                verdicts.suspect(Suspect(work.ref, work.identity, work.where, err, upload.gave_up_at))
+                self._count_cleared(account, mailbox, report, verdicts)
                 return False
-            raise err
+            self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, err)
+            return False
         if work.damaged:
             self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, _damage(work))
             return False
         return True
+
+    def _count_cleared(
+        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, verdicts: Doc2Verdicts
+    ) -> None:
+        """Count the attempts of the messages whose DOC² failure proved their own (DOC² accepted others since)."""
+        for suspect in verdicts.cleared():
+            self._count_suspect(account, mailbox, report, suspect)
+
+    def _count_suspect(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, suspect: Suspect) -> None:
+        report.messages_deferred -= 1
+        report.messages_seen += 1
+        error = DocumentError(suspect.reason())
+        self._message_failed(account, mailbox, suspect.ref, suspect.identity, report, suspect.where, error)
+
+    def _kept_failing(self, account: AnyAccount, suspect: Suspect) -> bool:
+        """True when an earlier run proved DOC²'s failure of this message its own (ingest.outage)."""
+        state = self.state.message(account.name, suspect.ref.key)
+        return state is not None and state.attempts > 0 and (state.last_error or "").startswith(KEEPS_FAILING)
 
     def _settle(
         self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[MessageInFlight]
@@ -459,14 +510,17 @@ def _account_failed(account: AnyAccount, error: str) -> AccountReport:
 
 
 def _seriousness(err: BaseException) -> int:
-    """Which failure of a message's uploads decides: the one that stops the account, then DOC² down, then the rest."""
+    """Which failure of a message's uploads decides: the one that stops the account, then the run's time budget,
+    then DOC² failing (whose fault is not known yet), then the rest."""
     if isinstance(err, AccountError):
         return 0
-    if isinstance(err, Doc2Unavailable):
+    if isinstance(err, OutOfTime):
         return 1
-    if isinstance(err, IngestError):
+    if isinstance(err, Doc2Unavailable):
         return 2
-    return 3 if isinstance(err, Exception) else -1
+    if isinstance(err, IngestError):
+        return 3
+    return 4 if isinstance(err, Exception) else -1
 
 
 def _damage(work: MessageInFlight, *, dry_run: bool = False) -> UnreadableMessage:

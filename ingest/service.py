@@ -30,10 +30,18 @@ def doc2_base_url(config: Config, settings: Settings) -> str:
     return settings.doc2_base_url or config.doc2.base_url
 
 
-def make_doc2_client(config: Config, settings: Settings, secrets: SecretSource) -> Doc2Client:
+def make_doc2_client(
+    config: Config, settings: Settings, secrets: SecretSource, *, deadline: float | None = None
+) -> Doc2Client:
     api_key = secrets(config.doc2.api_key_secret)
     verify = client_context(config.doc2.ca_file) if config.doc2.ca_file else True
-    return Doc2Client(doc2_base_url(config, settings), api_key, timeout=config.doc2.timeout_seconds, verify=verify)
+    return Doc2Client(
+        doc2_base_url(config, settings),
+        api_key,
+        timeout=config.doc2.timeout_seconds,
+        verify=verify,
+        deadline=deadline,
+    )
 
 
 def run_import(
@@ -59,7 +67,7 @@ def run_import(
             open_mailbox=lambda account: open_mailbox(
                 account, secrets=secrets, settings=settings, state=state, deadline=deadline, dry_run=dry_run
             ),
-            open_doc2=lambda: make_doc2_client(config, settings, secrets),
+            open_doc2=lambda: make_doc2_client(config, settings, secrets, deadline=deadline),
             deadline=deadline,
         )
         report = pipeline.run(accounts, dry_run=dry_run)

@@ -17,7 +17,7 @@ import pytest
 from ingest.state.sqlite import SqliteStateStore
 
 from .mail import invoice_mail, pdf_bytes
-from .support.doc2_server import Refuse, Respond
+from .support.doc2_server import Respond
 from .support.dovecot import Dovecot
 
 
@@ -116,31 +116,6 @@ def test_doc2_server_errors_are_retried_and_upload_once(scenario):
     assert len(scenario.doc2.uploads) == 1
     assert scenario.doc2.requests_total == 4
     assert len(scenario.messages("Processed")) == 1
-
-
-def test_doc2_down_for_good_keeps_mail_then_moves_it_to_failed_after_three_attempts(imap_scenario):
-    imap_scenario.append_many([invoice_mail(1), invoice_mail(2)])
-    imap_scenario.write_config(imap_scenario.imap_account())
-    imap_scenario.doc2.always(Refuse(503))
-
-    for attempt in (1, 2):
-        report = imap_scenario.run()
-        account = report.accounts[0]
-        assert account.outcome == "partial"
-        assert "still failing" in account.error
-        assert account.messages_failed == 1 and account.messages_deferred == 1  # stops instead of hammering
-        assert len(imap_scenario.messages("INBOX")) == 2, f"after attempt {attempt}"
-        assert account.problems[0].error.startswith(f"attempt {attempt}/3")
-
-    report = imap_scenario.run()
-    assert report.accounts[0].messages_moved_to_failed == 1
-    assert len(imap_scenario.messages("Failed")) == 1
-    assert len(imap_scenario.messages("INBOX")) == 1
-
-    imap_scenario.doc2.clear_faults()
-    report = imap_scenario.run()
-    assert report.accounts[0].documents_uploaded == 1
-    assert imap_scenario.messages("INBOX") == []
 
 
 def test_failure_between_upload_and_move_uploads_nothing_twice(scenario):

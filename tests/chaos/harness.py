@@ -96,7 +96,7 @@ class ChaosDoc2(Doc2Server):
         self.failing = True
         self._local = threading.local()
 
-    def _next_action(self) -> Action | None:
+    def _next_action(self, filename: str | None = None) -> Action | None:
         with self._lock:
             action = None
             if self.failing:

@@ -17,6 +17,9 @@ Endpoints:
 
 Faults apply to ``POST /document/process`` only. ``plan(*actions)`` queues actions, one consumed per POST before the
 normal handling; ``always(action)`` (or a planned ``Refuse``) applies to every POST until ``clear_faults()``.
+``refuse_document(name, status)`` answers ``status`` to every upload whose file name contains ``name`` while the
+others are stored (a document DOC² keeps refusing); ``moved_to = URL`` answers every request with a 301 to it
+(an API that moved: the client must not follow). ``Attempt.at`` is when each POST arrived (``time.monotonic()``).
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ class Attempt:
     outcome: str  # "stored", "unauthorized", "invalid", "fault:<Action>", "reset", ...
     api_key_ok: bool
     custom_doc_id: str | None
+    at: float = field(default_factory=time.monotonic)  # when the request arrived (time.monotonic())
 
 
 class _Reset(Exception):
@@ -258,6 +262,8 @@ class Doc2Server:
         self._attempts: list[Attempt] = []
         self._plan: deque[Action] = deque()
         self._sticky: Action | None = None
+        self._refused_documents: dict[str, Respond] = {}
+        self.moved_to: str | None = None  # answer every request with a 301 to this URL
         self._requests_total = 0
         self.errors: list[str] = []  # unexpected exceptions inside the server (a test may assert it stays empty)
         self._httpd: _HTTPServer | None = None
@@ -354,10 +360,17 @@ class Doc2Server:
         with self._lock:
             self._plan.appendleft(SuccessFalse(message))
 
+    def refuse_document(self, name: str, status: int, headers: dict[str, str] | None = None) -> None:
+        """Answer ``status`` to every upload whose file name contains ``name`` (others go on) until clear_faults()."""
+        with self._lock:
+            self._refused_documents[name] = Respond(status, headers=headers or {})
+
     def clear_faults(self) -> None:
         with self._lock:
             self._plan.clear()
             self._sticky = None
+            self._refused_documents.clear()
+            self.moved_to = None
 
     @property
     def pending_faults(self) -> int:
@@ -377,8 +390,11 @@ class Doc2Server:
         with self._lock:
             self._requests_total += 1
 
-    def _next_action(self) -> Action | None:
+    def _next_action(self, filename: str | None = None) -> Action | None:
         with self._lock:
+            for name, action in self._refused_documents.items():
+                if filename is not None and name in filename:
+                    return action
             if self._sticky is not None:
                 return self._sticky
             if not self._plan:
@@ -507,8 +523,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- methods
 
+    def _moved(self) -> bool:
+        if self.doc2.moved_to is None:
+            return False
+        self._send_json(301, {"detail": "Moved Permanently"}, {"Location": self.doc2.moved_to + self.path})
+        return True
+
     def do_GET(self) -> None:
         self._common()
+        if self._moved():
+            return
         url = urlsplit(self.path)
         if url.path.rstrip("/") != "/document/status":
             self._send_json(404, {"detail": "Not Found"})
@@ -541,12 +565,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_json(413, {"detail": error.detail})
             return
+        if self._moved():
+            self.doc2._record(Attempt(301, "moved", self._key_ok(), None))
+            return
         if urlsplit(self.path).path.rstrip("/") != "/document/process":
             self._send_json(404, {"detail": "Not Found"})
             return
         key_ok = self._key_ok()
-        action = self.doc2._next_action()
-        custom_doc_id = _peek_custom_doc_id(self.headers.get("Content-Type", ""), body)
+        custom_doc_id, filename = _peek_upload(self.headers.get("Content-Type", ""), body)
+        action = self.doc2._next_action(filename)
         if isinstance(action, (Respond, Refuse)):
             payload = action.body if action.body is not None else {"detail": HTTPStatus(action.status).phrase}
             self.doc2._record(Attempt(action.status, f"fault:{type(action).__name__}", key_ok, custom_doc_id))
@@ -616,13 +643,17 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
-def _peek_custom_doc_id(content_type: str, body: bytes) -> str | None:
-    """The custom_doc_id of a request, if it can be read (for the attempts log only)."""
+def _peek_upload(content_type: str, body: bytes) -> tuple[str | None, str | None]:
+    """The custom_doc_id and file name of a request, where they can be read (for faults and the attempts log)."""
+    custom_doc_id: str | None = None
+    filename: str | None = None
     try:
         for part in parse_form(content_type, body):
             if part.name == "metadata":
                 value = json.loads(part.content.decode("utf-8")).get("custom_doc_id")
-                return str(value) if value is not None else None
+                custom_doc_id = str(value) if value is not None else None
+            elif part.name == "file":
+                filename = part.filename
     except (_Invalid, ValueError, AttributeError):
-        return None
-    return None
+        return None, None
+    return custom_doc_id, filename
