@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
+from .bodypdf import body_document
 from .config import AnyAccount, Config
 from .doc2 import Doc2Client, UploadMetadata
 from .errors import (
@@ -335,6 +336,14 @@ class Pipeline:
         """The documents of a message not yet in DOC², each with its custom_doc_id and metadata."""
         extraction = item.extract(account)
         work = MessageInFlight(ref, item, item.identity, where, extraction)
+        if account.body_to_pdf == "always" or (account.body_to_pdf == "when_no_documents" and not extraction.documents):
+            try:
+                body = body_document(item.facts().body, item.headers)
+            except BaseException:
+                work.close()
+                raise
+            if body is not None:
+                extraction.documents.append(body)
         _report_skipped(report, ref, extraction.skipped, where)
         if extraction.too_many or len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
             work.close()
