@@ -122,31 +122,38 @@ var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 
-// Everything the app's identity may do, in one table.
+// Everything the app's identity may do, in one table: the role, and the one resource it is granted on (target).
+// tests/infra/test_roles.py derives these grants, compares them with what the code and the Functions host need
+// (data actions of the built-in role definitions), and docs/DEPLOY.md explains each.
 var appRoleAssignments = [
   {
-    // host storage, deployment package, blob leases per account
-    targetKind: 'storageAccount'
+    // host storage (AzureWebJobsStorage: timers, keys, host locks), the deployment package, blob leases per account
+    target: 'storage'
     roleDefinitionId: storageBlobDataOwnerRoleId
   }
   {
-    // fan-out queue, its poison queue, the timer/queue triggers
-    targetKind: 'storageAccount'
+    // fan-out queue, its poison queue, the queue trigger
+    target: 'storage'
     roleDefinitionId: storageQueueDataContributorRoleId
   }
   {
     // state table
-    targetKind: 'storageAccount'
+    target: 'storage'
     roleDefinitionId: storageTableDataContributorRoleId
   }
   {
     // read secret values by name; no listing of keys or certificates, no writes
-    targetKind: 'keyVault'
+    target: 'keyVault'
     roleDefinitionId: keyVaultSecretsUserRoleId
   }
   {
+    // device_code accounts save their refreshed token caches; this vault holds nothing else
+    target: 'tokenCacheVault'
+    roleDefinitionId: keyVaultSecretsOfficerRoleId
+  }
+  {
     // send telemetry with Entra ID auth (App Insights local auth is off)
-    targetKind: 'applicationInsights'
+    target: 'applicationInsights'
     roleDefinitionId: monitoringMetricsPublisherRoleId
   }
 ]
@@ -193,6 +200,20 @@ module keyVault './core/key-vault.bicep' = {
   }
 }
 
+// The token caches of device_code accounts (refresh tokens), apart from the secrets the administrator puts in: the
+// app may write here, and only here. Same protection as the vault above (RBAC, soft delete, purge protection,
+// audit log). A vault of its own rather than roles on single secrets: a template that declared the cache secrets
+// would overwrite the saved sign-ins with placeholders on every provisioning.
+module tokenCacheVault './core/key-vault.bicep' = {
+  name: 'token-cache-vault'
+  params: {
+    name: '${abbrs.keyVaultVaults}tc-${resourceToken}'
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+  }
+}
+
 module plan './core/flex-plan.bicep' = {
   name: 'plan'
   params: {
@@ -203,10 +224,10 @@ module plan './core/flex-plan.bicep' = {
 }
 
 module appRoles './core/role-assignment.bicep' = [for assignment in appRoleAssignments: {
-  name: 'role-${assignment.targetKind}-${take(assignment.roleDefinitionId, 8)}'
+  name: 'role-${assignment.target}-${take(assignment.roleDefinitionId, 8)}'
   params: {
-    targetKind: assignment.targetKind
-    targetName: (assignment.targetKind == 'storageAccount') ? storage.outputs.name : ((assignment.targetKind == 'keyVault') ? keyVault.outputs.name : monitoring.outputs.applicationInsightsName)
+    targetKind: (assignment.target == 'storage') ? 'storageAccount' : ((assignment.target == 'applicationInsights') ? 'applicationInsights' : 'keyVault')
+    targetName: (assignment.target == 'storage') ? storage.outputs.name : ((assignment.target == 'keyVault') ? keyVault.outputs.name : ((assignment.target == 'tokenCacheVault') ? tokenCacheVault.outputs.name : monitoring.outputs.applicationInsightsName))
     principalId: identity.outputs.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: assignment.roleDefinitionId
@@ -218,6 +239,18 @@ module adminSecretsOfficer './core/role-assignment.bicep' = if (!empty(adminPrin
   params: {
     targetKind: 'keyVault'
     targetName: keyVault.outputs.name
+    principalId: adminPrincipalId
+    principalType: adminPrincipalType
+    roleDefinitionId: keyVaultSecretsOfficerRoleId
+  }
+}
+
+// `python -m ingest signin` on the administrator's machine stores the first token cache of a device_code account.
+module adminTokenCacheOfficer './core/role-assignment.bicep' = if (!empty(adminPrincipalId)) {
+  name: 'role-admin-token-cache-officer'
+  params: {
+    targetKind: 'keyVault'
+    targetName: tokenCacheVault.outputs.name
     principalId: adminPrincipalId
     principalType: adminPrincipalType
     roleDefinitionId: keyVaultSecretsOfficerRoleId
@@ -250,6 +283,10 @@ module functionApp './app/function-app.bicep' = {
       {
         name: 'KEY_VAULT_URL'
         value: keyVault.outputs.uri
+      }
+      {
+        name: 'TOKEN_CACHE_VAULT_URL'
+        value: tokenCacheVault.outputs.uri
       }
       {
         name: 'INGEST_STATE_URL'
@@ -298,6 +335,8 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
+output AZURE_TOKEN_CACHE_VAULT_NAME string = tokenCacheVault.outputs.name
+output TOKEN_CACHE_VAULT_URL string = tokenCacheVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId

@@ -124,3 +124,13 @@ def secret_source(
     if key_vault_url:
         return KeyVaultSecrets(key_vault_url, authority_host=authority_host)
     return EnvironmentSecrets(environ)
+
+
+def token_cache_source(
+    token_cache_vault_url: str | None, secrets: SecretSource, *, authority_host: str | None = None
+) -> SecretSource:
+    """Where device_code accounts keep their token caches: the token-cache vault when TOKEN_CACHE_VAULT_URL is set
+    (in Azure: a vault holding nothing else, the only one the app may write to), else the secrets' own source."""
+    if token_cache_vault_url:
+        return KeyVaultSecrets(token_cache_vault_url, authority_host=authority_host)
+    return secrets

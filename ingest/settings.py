@@ -30,6 +30,8 @@ STATE_URL_FORMS = (
 class Settings:
     config_path: Path
     key_vault_url: str | None
+    # The vault that keeps device_code token caches; the app may write there and only there (docs/DEPLOY.md).
+    token_cache_vault_url: str | None
     doc2_base_url: str | None  # overrides doc2.base_url of the accounts file when set
     graph_endpoint: str
     authority_host: str
@@ -45,6 +47,7 @@ class Settings:
         problems: list[str] = []
         urls = {
             "KEY_VAULT_URL": ("https://NAME.vault.azure.net", None),
+            "TOKEN_CACHE_VAULT_URL": ("https://NAME.vault.azure.net", None),
             "DOC2_BASE_URL": ("https://api.polydocs.io", None),
             "GRAPH_ENDPOINT": (DEFAULT_GRAPH_ENDPOINT, DEFAULT_GRAPH_ENDPOINT),
             "AUTHORITY_HOST": (DEFAULT_AUTHORITY_HOST, DEFAULT_AUTHORITY_HOST),
@@ -61,6 +64,7 @@ class Settings:
         return cls(
             config_path=Path(config_path or env.get("INGEST_CONFIG") or DEFAULT_CONFIG_PATH),
             key_vault_url=values["KEY_VAULT_URL"],
+            token_cache_vault_url=values["TOKEN_CACHE_VAULT_URL"],
             doc2_base_url=values["DOC2_BASE_URL"],
             graph_endpoint=values["GRAPH_ENDPOINT"] or DEFAULT_GRAPH_ENDPOINT,
             authority_host=values["AUTHORITY_HOST"] or DEFAULT_AUTHORITY_HOST,

@@ -2,7 +2,8 @@
 
 The user opens https://microsoft.com/devicelogin (or the national cloud's page) on any device, enters the code
 shown, and signs in with MFA as the policy demands. The token cache (refresh token included) is then kept in
-Key Vault, or in an encrypted local file without Key Vault (see :func:`ingest.graph.auth.default_token_cache`);
+Key Vault (the token-cache vault of TOKEN_CACHE_VAULT_URL when set, else KEY_VAULT_URL's), or in an encrypted
+local file without Key Vault (see :func:`ingest.graph.auth.default_token_cache`);
 every run refreshes it silently. When the refresh token is revoked or expires, runs fail with a message that
 says to sign in again.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import GraphAccount
-from ..secrets import SecretSource, secret_source
+from ..secrets import SecretSource, secret_source, token_cache_source
 from ..settings import Settings
 from .auth import TokenCacheStore, default_token_cache, sign_in_with_device_code
 
@@ -33,6 +34,12 @@ def device_code_signin(
         authority_host=settings.authority_host,
         graph_endpoint=settings.graph_endpoint,
         ca_file=str(account.ca_file) if account.ca_file else None,
-        token_cache=token_cache or default_token_cache(account.name, secrets),
+        token_cache=token_cache or token_cache_store(account, settings, secrets),
         prompt=prompt,
     )
+
+
+def token_cache_store(account: GraphAccount, settings: Settings, secrets: SecretSource) -> TokenCacheStore:
+    """The store of a device_code account's token cache, for the runs and for the sign-in alike."""
+    source = token_cache_source(settings.token_cache_vault_url, secrets, authority_host=settings.authority_host)
+    return default_token_cache(account.name, source)

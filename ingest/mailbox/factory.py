@@ -35,6 +35,11 @@ def open_mailbox(
         return Pop3Mailbox(account, secrets, remembered=state.settled_keys(account.name), token_source=token_source)
     from .graph import GraphMailbox  # lazy: msgraph-sdk is heavy to import
 
+    token_cache = None
+    if account.auth == "device_code":
+        from ..graph.signin import token_cache_store
+
+        token_cache = token_cache_store(account, settings, secrets)
     return GraphMailbox(
         account,
         secrets,
@@ -44,4 +49,5 @@ def open_mailbox(
         deadline=deadline,
         cursors=state,
         keep_cursor=not dry_run,
+        token_cache=token_cache,
     )

@@ -153,6 +153,7 @@ def test_importer_settings_point_at_vault_state_queue_and_schedules(
     main: BicepFile, settings: dict[str, Setting]
 ) -> None:
     assert ref(settings["KEY_VAULT_URL"].value) == "keyVault.outputs.uri"
+    assert ref(settings["TOKEN_CACHE_VAULT_URL"].value) == "tokenCacheVault.outputs.uri"
     state_url = settings["INGEST_STATE_URL"].value
     assert state_url.startswith("azuretable://${storage.outputs.name}.table.${environment().suffixes.storage}/")
     assert state_url.endswith("/${stateTableName}")
@@ -276,12 +277,13 @@ def test_app_identity_gets_exactly_the_roles_it_needs(main: BicepFile) -> None:
     assert ref(params["principalId"]) == "identity.outputs.principalId"
     assert params["principalType"] == "ServicePrincipal"
     assert ref(params["roleDefinitionId"]) == "assignment.roleDefinitionId"
-    granted = {(a["targetKind"], ROLE_IDS[a["roleDefinitionId"]]) for a in main.variable("appRoleAssignments")}
+    granted = {(a["target"], ROLE_IDS[a["roleDefinitionId"]]) for a in main.variable("appRoleAssignments")}
     assert granted == {
-        ("storageAccount", ROLE_IDS["storageBlobDataOwnerRoleId"]),
-        ("storageAccount", ROLE_IDS["storageQueueDataContributorRoleId"]),
-        ("storageAccount", ROLE_IDS["storageTableDataContributorRoleId"]),
+        ("storage", ROLE_IDS["storageBlobDataOwnerRoleId"]),
+        ("storage", ROLE_IDS["storageQueueDataContributorRoleId"]),
+        ("storage", ROLE_IDS["storageTableDataContributorRoleId"]),
         ("keyVault", ROLE_IDS["keyVaultSecretsUserRoleId"]),
+        ("tokenCacheVault", ROLE_IDS["keyVaultSecretsOfficerRoleId"]),
         ("applicationInsights", ROLE_IDS["monitoringMetricsPublisherRoleId"]),
     }
     assert len(main.variable("appRoleAssignments")) == len(granted)
@@ -289,19 +291,25 @@ def test_app_identity_gets_exactly_the_roles_it_needs(main: BicepFile) -> None:
 
 
 def test_only_the_administrator_may_write_secrets(main: BicepFile) -> None:
-    officers = [
-        symbol
+    """The app writes only to the token-cache vault (test_roles.py); the secrets vault takes writes from the
+    administrator alone, who also stores the first token cache of a device_code account (signin)."""
+    officers = {
+        symbol: ref(body(module)["params"]["targetName"])
         for symbol, module in main.modules.items()
         if module["detail"]["path"] == "./core/role-assignment.bicep"
         and body(module)["params"].get("roleDefinitionId") == "keyVaultSecretsOfficerRoleId"
-    ]
-    assert officers == ["adminSecretsOfficer"]
-    admin = main.modules["adminSecretsOfficer"]
-    assert body(admin)["params"]["principalId"] == "adminPrincipalId"
-    assert function(condition(admin)["operator"]["operands"]["bool_value"]) == (
-        "empty",
-        {"item_to_test": "adminPrincipalId"},
-    )
+    }
+    assert officers == {
+        "adminSecretsOfficer": "keyVault.outputs.name",
+        "adminTokenCacheOfficer": "tokenCacheVault.outputs.name",
+    }
+    for symbol in officers:
+        admin = main.modules[symbol]
+        assert body(admin)["params"]["principalId"] == "adminPrincipalId"
+        assert function(condition(admin)["operator"]["operands"]["bool_value"]) == (
+            "empty",
+            {"item_to_test": "adminPrincipalId"},
+        )
 
 
 def test_one_role_assignment_module_names_assignments_by_scope_principal_and_role() -> None:
