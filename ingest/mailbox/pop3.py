@@ -1,10 +1,12 @@
-"""POP3 mailboxes through poplib. POP3 has no folders: UIDL identifies a message, the state store remembers
-what was imported, and ``delete_after_import`` deletes a message only after all its documents are in DOC²."""
+"""POP3 mailboxes through poplib. POP3 has no folders: the state store remembers what was imported, by UIDL,
+size and a digest of the header block (:func:`message_key`; never by UIDL alone), and ``delete_after_import``
+deletes a message only once it, this very message, is recorded as processed."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import logging
 import poplib
 import socket
@@ -42,6 +44,34 @@ def _connection_closed(err: poplib.error_proto) -> bool:
     return bool(err.args) and err.args[0] == "-ERR EOF"
 
 
+def message_key(uidl: str, size: int, header_digest: str) -> str:
+    """What the state store remembers a POP3 message by: ``UIDL/size/digest of its header block``.
+
+    A UIDL alone is no identity: a server that rebuilt its mailbox, or numbers its UIDLs (``%u``), gives a new
+    message the UIDL of one imported long ago, which then looked imported (and with ``delete_after_import`` was
+    deleted unread). The header block holds the Message-ID, the date and the Received trace of this very copy.
+    """
+    return f"{uidl}/{size}/{header_digest}"
+
+
+def uidl_of(key: str) -> str:
+    """The UIDL in a :func:`message_key` (a UIDL may hold '/', the size and the digest do not)."""
+    return key.rsplit("/", 2)[0]
+
+
+def _digest(block: bytes | None) -> str:
+    return hashlib.sha256(block).hexdigest()[:24] if block is not None else "no-headers"
+
+
+def _sizes(list_lines: list[bytes]) -> dict[bytes, int]:
+    sizes = {}
+    for line in list_lines:
+        fields = line.split()
+        if len(fields) > 1 and fields[1].isdigit():
+            sizes[fields[0]] = int(fields[1])
+    return sizes
+
+
 class Pop3Mailbox:
     def __init__(
         self,
@@ -56,7 +86,10 @@ class Pop3Mailbox:
         self._secrets = secrets
         self._remembered = remembered or set()
         self._client: poplib.POP3 | None = None
-        self._numbers: dict[str, bytes] = {}  # UIDL -> message number, after a new session had to be opened
+        # After a new session had to be opened: (UIDL, size) -> message number in it, and the keys checked again.
+        self._numbers: dict[tuple[str, int], bytes] = {}
+        self._checked: set[str] = set()
+        self._places: dict[str, tuple[str, int]] = {}  # key -> (UIDL, size), for the messages listed
         self._where = f"POP3 {account.host}:{account.effective_port} (account {account.name!r})"
 
     def __enter__(self) -> Pop3Mailbox:
@@ -145,29 +178,42 @@ class Pop3Mailbox:
         """POP3 has no folders: imported mail is remembered (or deleted), never moved."""
 
     def list_messages(self) -> Iterator[MessageRef]:
+        """Every message with its key (:func:`message_key`): the header block of each is read (TOP n 0) to tell
+        a new message from an imported one that had the same UIDL."""
         client = self._require()
         try:
             _, uidl_lines, _ = client.uidl()
             _, list_lines, _ = client.list()
         except (*_NETWORK_ERRORS, poplib.error_proto) as err:
             raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(err)}") from err
-        sizes = dict(line.split()[:2] for line in list_lines)
+        sizes = _sizes(list_lines)
         for line in uidl_lines:
             number, uidl = line.split()[:2]
-            key = uidl.decode("ascii", "replace")
-            size = int(sizes.get(number, b"0"))
+            size = sizes.get(number, 0)
+            place = (uidl.decode("ascii", "replace"), size)
+            block = self._header_block(self._numbers.get(place, number))
+            key = message_key(*place, _digest(block))
+            self._places[key] = place
             headers = None
-            if key not in self._remembered:
-                headers = self._top_headers(self._numbers.get(key, number))
+            if block is not None and key not in self._remembered:
+                headers = parse_headers(block)
             yield MessageRef(ref=number.decode(), key=key, size=size, headers=headers)
 
     def _number(self, ref: MessageRef) -> int:
-        """The message's number in the current session (it may differ from the listing's after a new session)."""
+        """The message's number in the current session. After a new session had to be opened, the number is found
+        by UIDL and size and the header block is checked again: a message is never read or deleted for another."""
         if not self._numbers:
             return int(ref.ref)
-        number = self._numbers.get(ref.key)
-        if number is None:
-            raise DocumentError(f"{self._where}: message UIDL {ref.key} is no longer on the server")
+        place = self._places.get(ref.key)
+        number = self._numbers.get(place) if place is not None else None
+        if place is None or number is None:
+            raise DocumentError(f"{self._where}: message {ref.key} is no longer on the server")
+        if ref.key not in self._checked and ref.key != message_key(*place, _digest(None)):
+            if message_key(*place, _digest(self._header_block(number))) != ref.key:
+                raise DocumentError(
+                    f"{self._where}: message {ref.key} is no longer on the server (its UIDL names another message now)"
+                )
+            self._checked.add(ref.key)
         return int(number)
 
     def _reopen(self, err: BaseException) -> None:
@@ -182,13 +228,19 @@ class Pop3Mailbox:
         self._login()
         try:
             _, uidl_lines, _ = self._client.uidl()
+            _, list_lines, _ = self._client.list()
         except (*_NETWORK_ERRORS, poplib.error_proto) as error:
             raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(error)}") from error
+        sizes = _sizes(list_lines)
         self._numbers = {
-            line.split()[1].decode("ascii", "replace"): line.split()[0] for line in uidl_lines if len(line.split()) > 1
+            (fields[1].decode("ascii", "replace"), sizes.get(fields[0], 0)): fields[0]
+            for fields in (line.split() for line in uidl_lines)
+            if len(fields) > 1
         }
+        self._checked = set()
 
-    def _top_headers(self, number: bytes):
+    def _header_block(self, number: bytes) -> bytes | None:
+        """The message's header block (TOP n 0), or None when the server refuses it."""
         try:
             _, lines, _ = self._require().top(int(number), 0)
         except poplib.error_proto as err:
@@ -199,17 +251,20 @@ class Pop3Mailbox:
             return None
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while reading headers: {describe(err)}") from err
-        return parse_headers(b"\r\n".join(lines) + b"\r\n\r\n")
+        return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def read(self, ref: MessageRef) -> MimeMailItem:
         try:
-            _, lines, _ = self._require().retr(self._number(ref))
+            number = self._number(ref)  # may open a new session: the client is taken after it
+            _, lines, _ = self._require().retr(number)
         except poplib.error_proto as err:
             if _connection_closed(err):
                 raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
             if not _server_refused(err):
                 self._reopen(err)
-            raise DocumentError(f"{self._where}: RETR {ref.ref} (UIDL {ref.key}) refused: {server_text(err)}") from err
+            raise DocumentError(
+                f"{self._where}: RETR {ref.ref} (message {ref.key}) refused: {server_text(err)}"
+            ) from err
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
         return MimeMailItem(b"\r\n".join(lines) + b"\r\n")
@@ -217,7 +272,13 @@ class Pop3Mailbox:
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         if outcome == "processed" and self.account.delete_after_import:
             try:
-                self._require().dele(self._number(ref))
+                number = self._number(ref)  # may open a new session: the client is taken after it
+            except DocumentError as err:
+                # Never delete what may be another message: it stays, remembered, and goes in a later run.
+                log.warning("%s: not deleted: %s", self._where, err)
+                return
+            try:
+                self._require().dele(number)
             except (*_NETWORK_ERRORS, poplib.error_proto) as err:
                 raise ConnectionLost(f"{self._where}: DELE {ref.ref} failed: {describe(err)}") from err
         # Otherwise nothing to do on the server: the pipeline records the outcome in the state store.

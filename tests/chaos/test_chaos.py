@@ -26,6 +26,7 @@ import yaml
 
 from ingest.config import load_config
 from ingest.extraction import extract_from_mime, message_identity, parse_headers
+from ingest.mailbox.pop3 import uidl_of
 from ingest.model import custom_doc_id
 from ingest.state.sqlite import SqliteStateStore
 from tests.security.secret_scan import observe
@@ -254,8 +255,10 @@ def _balance_the_books(mails, users, dovecot, doc2, cloud, importer, tmp_path, c
             ours = [m for m in mails if m.account == account]
             with dovecot.connect(user, password) as client:
                 uidvalidity = int(client.folder_status("INBOX", ["UIDVALIDITY"])[b"UIDVALIDITY"])
+            by_uidl = {uidl_of(key): key for key in settled}
             for mail in ours:
-                state = store.message(account, f"{mail.uid:08x}{uidvalidity:08x}")  # Dovecot's %08Xu%08Xv
+                key = by_uidl.get(f"{mail.uid:08x}{uidvalidity:08x}")  # Dovecot's %08Xu%08Xv
+                state = store.message(account, key) if key is not None else None
                 if state is None or state.status != mail.expect:
                     problems.append(f"{account}: {mail.message_id} is {state and state.status}, expected {mail.expect}")
             if len(settled) != len(ours):

@@ -18,6 +18,7 @@ import pytest
 
 from ingest.extraction import MAX_DOCUMENTS_PER_MESSAGE, extract_from_mime, message_identity, parse_headers
 from ingest.filenames import MAX_FILENAME_BYTES, sanitise_filename
+from ingest.mailbox.pop3 import uidl_of
 from ingest.model import custom_doc_id
 from ingest.state.sqlite import SqliteStateStore
 from tests.hostile.corpus import Case, cases
@@ -172,10 +173,11 @@ def test_hostile_corpus_over_pop3(scenario, corpus):
     outcomes: Counter[str] = Counter()
     wrong: list[str] = []
     try:
-        settled = store.settled_keys("hostile-pop")
-        for key, raw in on_server:
-            state = store.message("hostile-pop", key)
-            assert key in settled and state is not None, f"UIDL {key} ({_case_of(raw)}) not settled"
+        settled = {uidl_of(key): key for key in store.settled_keys("hostile-pop")}
+        for uidl, raw in on_server:
+            assert uidl in settled, f"UIDL {uidl} ({_case_of(raw)}) not settled"
+            state = store.message("hostile-pop", settled[uidl])
+            assert state is not None
             outcomes[state.status] += 1
             name = _case_of(raw)
             case = next((c for c in small if c.name == name), None)

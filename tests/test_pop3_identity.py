@@ -1,0 +1,77 @@
+"""A POP3 message is remembered by more than its UIDL (issue 9 #2), against a real Dovecot whose UIDLs are reused.
+
+Dovecot here numbers its UIDLs by IMAP UID alone (``pop3_uidl_format = %u``), as many servers do; rebuilding the
+mailbox starts the UIDs, and so the UIDLs, at 1 again. A new message then has the UIDL of one imported before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.mailbox.pop3 import uidl_of
+from ingest.state.sqlite import SqliteStateStore
+
+from .mail import invoice_mail
+from .support.ca import TestCA
+from .support.doc2_server import Doc2Server
+from .support.dovecot import Dovecot, MailUser
+from .support.scenario import Scenario
+
+
+@pytest.fixture(scope="module")
+def reusing_dovecot(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[Dovecot]:
+    server = Dovecot(tmp_path_factory.mktemp("dovecot-uidl"), test_ca, extra_config="pop3_uidl_format = %u\n")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def reused(tmp_path: Path, test_ca: TestCA, reusing_dovecot: Dovecot, doc2_server: Doc2Server) -> Scenario:
+    user = MailUser(f"reuse-{tmp_path.name[-20:]}@example.test", "reuse-password-1")
+    reusing_dovecot.add_user(user.name, user.password)
+    reusing_dovecot.reset_user(user.name)
+    return Scenario(tmp_path, test_ca, reusing_dovecot, doc2_server, user.name, user.password)
+
+
+def _uidls(scenario: Scenario) -> set[str]:
+    store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+    try:
+        return {uidl_of(key) for key in store.settled_keys("pop")}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("delete_after_import", [False, True])
+def test_a_new_message_with_a_reused_uidl_is_imported_not_taken_for_the_old_one(
+    reused: Scenario, delete_after_import: bool
+) -> None:
+    first = invoice_mail(1, subject="Invoice A")
+    reused.append(first)
+    reused.write_config(reused.pop3_account())
+    assert reused.run().accounts[0].documents_uploaded == 1
+    assert _uidls(reused) == {"1"}
+
+    # The mailbox is rebuilt: the next message gets UID 1, so UIDL "1", and the same size as the first.
+    reused.dovecot.reset_user(reused.user)
+    second = first.replace(b"Invoice A", b"Invoice B").replace(b"inv1", b"inv2").replace(b"invoice-1", b"invoice-2")
+    assert len(second) == len(first) and second != first
+    reused.append(second)
+    reused.write_config(reused.pop3_account(delete_after_import=delete_after_import))
+
+    account = reused.run().accounts[0]
+
+    assert account.outcome == "ok", account.error
+    assert account.messages_remembered == 0
+    assert account.documents_uploaded == 1
+    assert sorted(u.filename for u in reused.doc2.uploads) == ["invoice-1.pdf", "invoice-2.pdf"]
+    # Deleted only now that its own document is in DOC²; kept otherwise.
+    assert len(reused.messages("INBOX")) == (0 if delete_after_import else 1)
+
+    again = reused.run().accounts[0]
+    assert (again.messages_seen, again.documents_uploaded) == (0, 0)
