@@ -97,8 +97,9 @@ class KeyVaultSecrets:
             if writing:
                 return SecretError(
                     f"Key Vault {vault} denied writing secret {name!r} (403 Forbidden): this identity may only read "
-                    f"secrets; give it the '{WRITER_ROLE}' role on that secret (the 'Key Vault Secrets User' role "
-                    "cannot write)"
+                    f"secrets; give it the '{WRITER_ROLE}' role on this vault (the 'Key Vault Secrets User' role "
+                    "cannot write). In Azure, token caches belong in the token-cache vault the deployment creates: "
+                    "set TOKEN_CACHE_VAULT_URL (docs/DEPLOY.md)"
                 )
             return SecretError(
                 f"access to secret {name!r} in Key Vault {vault} denied: give this identity the 'Key Vault Secrets "

@@ -16,6 +16,7 @@ import secrets as random
 import ssl
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from .entra_server import EntraEmulator, TokenRejected
@@ -42,6 +43,9 @@ class KeyVaultEmulator(Emulator):
         self.secrets: dict[str, list[SecretVersion]] = {}
         self.denied_clients: set[str] = set()  # client ids without the "Key Vault Secrets User/Officer" role
         self.read_only_clients: set[str] = set()  # client ids with "Key Vault Secrets User" only: no PUT
+        # Azure RBAC when set: client id -> the actions and data actions of its roles on this vault (wildcards as in
+        # role definitions); reading needs .../secrets/getSecret/action, writing .../secrets/setSecret/action.
+        self.grants: dict[str, tuple[str, ...]] | None = None
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
 
     @property
@@ -78,6 +82,17 @@ class KeyVaultEmulator(Emulator):
                     "Forbidden",
                     "Caller is not authorized to perform action on resource. If role assignments, deny assignments or "
                     "role definitions were changed recently, please observe propagation time.",
+                    inner="ForbiddenByRbac",
+                ),
+            )
+        action = "getSecret" if request.method == "GET" else "setSecret"
+        if self.grants is not None and not _granted(self.grants.get(token.client_id, ()), action):
+            return Response.json(
+                403,
+                _error(
+                    "Forbidden",
+                    f"Caller is not authorized to perform action on resource.\r\nCaller: appid={token.client_id}\r\n"
+                    f"Action: 'Microsoft.KeyVault/vaults/secrets/{action}/action'",
                     inner="ForbiddenByRbac",
                 ),
             )
@@ -148,6 +163,11 @@ class KeyVaultEmulator(Emulator):
         if version.content_type:
             payload["contentType"] = version.content_type
         return payload
+
+
+def _granted(permissions: tuple[str, ...], action: str) -> bool:
+    wanted = f"microsoft.keyvault/vaults/secrets/{action}/action".lower()
+    return any(fnmatchcase(wanted, pattern.lower()) for pattern in permissions)
 
 
 def _error(code: str, message: str, inner: str | None = None) -> dict[str, Any]:
