@@ -50,6 +50,7 @@ class MessageInFlight:
     uploads: list[PendingUpload] = field(default_factory=list)
     damaged: list[SkippedPart] = field(default_factory=list)
     uploaded: int = 0
+    unrecorded: Exception | None = None  # the state store could not record its uploads (ingest.pipeline counts it)
 
     @property
     def done(self) -> bool:
@@ -211,7 +212,11 @@ class Flight:
                 self.doc2_down = err
 
     def _record_successes(self, works: list[MessageInFlight]) -> None:
-        """Record the uploads of these messages that reached DOC², in one call to the state store."""
+        """Record the uploads of these messages that reached DOC², in one call to the state store.
+
+        When that call fails, each message's uploads are recorded on their own: a message the store will not take
+        (whatever in it the store refuses) is marked ``unrecorded``, its failure and nobody else's. Only when every
+        message fails so (more than one) is the store itself taken for broken: that stops the account."""
         done = [
             (work, upload)
             for work in works
@@ -220,6 +225,27 @@ class Flight:
         ]
         if not done:
             return
+        try:
+            self._record(done)
+            return
+        except Exception as err:  # noqa: BLE001 - each message on its own decides whose fault it is
+            batch_error = err
+        refused: list[MessageInFlight] = []
+        for work in works:
+            own = [(w, upload) for w, upload in done if w is work]
+            if not own:
+                continue
+            try:
+                self._record(own)
+            except Exception as err:  # noqa: BLE001 - the message's failure, counted by the pipeline
+                work.unrecorded = err
+                refused.append(work)
+        if len(refused) > 1 and len(refused) == len({id(w) for w, _ in done}):
+            for work in refused:
+                work.unrecorded = None
+            raise batch_error
+
+    def _record(self, done: list[tuple[MessageInFlight, PendingUpload]]) -> None:
         self._state.record_uploads(
             self._account.name,
             [

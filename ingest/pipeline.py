@@ -394,6 +394,15 @@ class Pipeline:
         failures = [(upload, error) for upload in work.uploads if (error := upload.error()) is not None]
         work.close()
         self._count_cleared(account, mailbox, report, verdicts)
+        if work.unrecorded is not None:
+            # DOC² has (some of) its documents, the state store would not take the record: not settled, counted as
+            # this message's failure (its next attempt sends them again with the same custom_doc_id).
+            error = DocumentError(
+                f"the state store could not record what DOC² accepted of it ({work.unrecorded}); "
+                "its documents go again with the same custom_doc_id"
+            )
+            self._message_failed(account, mailbox, work.ref, None, report, work.where, error)
+            return False
         if failures:
             upload, err = min(failures, key=lambda failure: (_seriousness(failure[1]), failure[0].gave_up_at))
             if not isinstance(err, Exception):

@@ -86,3 +86,34 @@ def test_the_same_message_twice_in_one_run_is_uploaded_once(scenario):
     assert sorted(u.filename for u in scenario.doc2.uploads) == ["invoice-0.pdf", "invoice-1.pdf", "invoice-2.pdf"]
     assert (report.documents_uploaded, report.documents_already_in_doc2) == (3, 1)
     assert len(scenario.messages("Processed")) == 4 and scenario.messages("INBOX") == []
+
+
+def test_a_state_store_refusing_one_messages_record_fails_that_message_only(scenario):
+    """The store refuses to record one message's upload (a real SQLite trigger): that message's failure, counted,
+    the others imported; once the store takes it, the message goes through with the same custom_doc_id."""
+    store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+    store._db.execute(
+        "CREATE TRIGGER refuse_one BEFORE INSERT ON uploads WHEN NEW.filename = 'invoice-2.pdf' "
+        "BEGIN SELECT RAISE(ABORT, 'the store refuses this row'); END"
+    )
+    store.close()
+    scenario.append_many([invoice_mail(n) for n in range(5)])
+    scenario.write_config(scenario.imap_account())
+
+    first = scenario.run().accounts[0]
+
+    assert first.outcome == "ok", first.error
+    assert (first.messages_imported, first.messages_failed) == (4, 1)
+    (problem,) = first.problems
+    assert problem.error.startswith("attempt 1/3") and "state store could not record" in problem.error
+    (left,) = scenario.messages("INBOX")
+    assert b"invoice-2.pdf" in left
+
+    store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+    store._db.execute("DROP TRIGGER refuse_one")
+    store.close()
+    second = scenario.run().accounts[0]
+    assert (second.outcome, second.messages_imported) == ("ok", 1)
+    assert scenario.messages("INBOX") == [] and len(scenario.messages("Processed")) == 5
+    by_id = scenario.doc2.uploads_by_custom_doc_id()
+    assert len(by_id) == 5 and sorted(len(uploads) for uploads in by_id.values()) == [1, 1, 1, 1, 2]

@@ -15,9 +15,13 @@ a document in DOC², ``m|MESSAGE_KEY`` for a message's attempts and status and `
 delta link of a folder). Key parts are escaped (Table keys
 forbid ``/ \\ # ?`` and control characters; ``%``, ``|`` and ``~`` are escaped too so the layout stays
 unambiguous) and parts longer than ``MAX_KEY_PART`` are replaced by ``~h`` + their SHA-256; the original values
-are kept as properties. ``record_failure`` counts with optimistic concurrency (ETag), so two instances counting
-the same message never lose an attempt. ``record_uploads`` and ``record_settlements`` send their rows as entity
-group transactions (all rows of an account share its partition): one request per ``TRANSACTION_ROWS`` rows.
+are kept as properties, bounded too: Table Storage refuses a string property over 32K characters, and a sender
+controls the Message-ID an identity is made of (a 40,000-character one stopped its account for good). An identity
+or message key longer than ``MAX_PROPERTY_CHARS`` is kept as ``~h`` + its SHA-256 (compared the same way), a file
+name or DOC² id cut at ``MAX_NAME_CHARS``, an error at ``MAX_ERROR_CHARS``. ``record_failure`` counts with optimistic
+concurrency (ETag), so two instances counting the same message never lose an attempt. ``record_uploads`` and
+``record_settlements`` send their rows as entity group transactions (all rows of an account share its
+partition): one request per ``TRANSACTION_ROWS`` rows.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 URL_SCHEME = "azuretable://"
 CONNECTION_STRING_SCHEME = "azuretable+connstr:"
 MAX_KEY_PART = 255
+MAX_PROPERTY_CHARS = 16_000  # identities and message keys: half Table Storage's 32K characters a string may have
+MAX_NAME_CHARS = 1024  # file names (sanitised to 200 bytes anyway) and DOC²'s document ids
 MAX_ERROR_CHARS = 8000
 _ROLE = "Storage Table Data Contributor"
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
@@ -64,6 +70,13 @@ def escape_key_part(text: str) -> str:
     if len(escaped) > MAX_KEY_PART:
         return "~h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return escaped
+
+
+def bounded(text: str) -> str:
+    """``text`` as a property value: itself, or ``~h`` + its SHA-256 when longer than ``MAX_PROPERTY_CHARS``."""
+    if len(text) > MAX_PROPERTY_CHARS:
+        return "~h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
 
 
 def _upload_prefix(identity: str) -> str:
@@ -162,7 +175,8 @@ class TableStateStore:
             {"pk": escape_key_part(account), "low": prefix, "high": prefix[:-1] + "}"},
             ["custom_doc_id", "identity"],
         )
-        return {row["custom_doc_id"] for row in rows if row.get("identity") == identity}
+        stored = bounded(identity)
+        return {row["custom_doc_id"] for row in rows if row.get("identity") == stored}
 
     def record_upload(
         self, account: str, identity: str, custom_doc_id: str, filename: str, doc2_id: str | None
@@ -182,13 +196,13 @@ class TableStateStore:
             "PartitionKey": escape_key_part(account),
             "RowKey": _upload_prefix(upload.identity) + escape_key_part(upload.custom_doc_id),
             "account": account,
-            "identity": upload.identity,
+            "identity": bounded(upload.identity),
             "custom_doc_id": upload.custom_doc_id,
-            "filename": upload.filename,
+            "filename": upload.filename[:MAX_NAME_CHARS],
             "uploaded_at": _now(),
         }
         if upload.doc2_id is not None:
-            entity["doc2_id"] = upload.doc2_id
+            entity["doc2_id"] = upload.doc2_id[:MAX_NAME_CHARS]
         return entity
 
     def _upsert_together(self, entities: list[dict[str, Any]], mode: Any) -> None:
@@ -238,7 +252,7 @@ class TableStateStore:
                 attempts = int(entity.get("attempts", 0)) + 1
                 entity.update(status="pending", attempts=attempts, last_error=error, updated_at=_now())
                 if identity is not None:
-                    entity["identity"] = identity
+                    entity["identity"] = bounded(identity)
                 self._call(
                     self._table.update_entity,
                     entity,
@@ -288,12 +302,12 @@ class TableStateStore:
             "PartitionKey": escape_key_part(account),
             "RowKey": _message_row(message_key),
             "account": account,
-            "message_key": message_key,
+            "message_key": bounded(message_key),  # settled_keys gives a key longer than that back as its hash
             "status": status,
             "updated_at": _now(),
         }
         if identity is not None:
-            entity["identity"] = identity
+            entity["identity"] = bounded(identity)
         return entity
 
     def _get(self, account: str, message_key: str) -> Any:
