@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the product, its demo and its tests need on a fresh Debian machine:
-# Debian packages (Dovecot for the local demo mailbox and the tests), the Python venv in .venv, pinned packages,
-# the pinned azure-mgmt-* wheels whose REST API models the infra tests check the Bicep against.
+# Debian packages (Dovecot for the local demo mailbox and the tests; Cyrus IMAP for the tests), the Python venv in
+# .venv, pinned packages, the pinned azure-mgmt-* wheels whose REST API models the infra tests check the Bicep against.
 # With --with-azurite (what .ci/run uses) also Node.js/npm and the Azure Storage emulator Azurite, pinned, in
 # .tools/azurite (the tests of the Azure side start it themselves).
 # Safe to run again: each step is skipped when already done.
@@ -31,6 +31,37 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Cyrus IMAP next to Dovecot, for the tests. Debian's cyrus-imapd CONFLICTS with dovecot-imapd (both provide
+# imap-server): installing it would remove Dovecot's IMAP server. So: cyrus-common (master, ctl_cyrusdb; no conflict)
+# and sasl2-bin (saslpasswd2) installed WITHOUT recommends (they recommend cyrus-imapd), and cyrus-imapd's imapd only
+# unpacked into .tools/cyrus, the same version as cyrus-common. tests/support/cyrus.py runs it from there.
+cyrus_imapd=.tools/cyrus/usr/lib/cyrus/bin/imapd
+need_cyrus=()
+[ -x /usr/lib/cyrus/bin/master ] || need_cyrus+=(cyrus-common)
+[ -x /usr/sbin/saslpasswd2 ] || need_cyrus+=(sasl2-bin)
+if [ "${#need_cyrus[@]}" -gt 0 ] || [ ! -x "$cyrus_imapd" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: Cyrus IMAP for the tests missing; run this script as root" >&2
+    exit 1
+  fi
+  if [ "${#need_cyrus[@]}" -gt 0 ]; then
+    echo "setup: installing ${need_cyrus[*]} (Debian packages, without recommends)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_cyrus[@]}" >/dev/null
+  fi
+  if [ ! -x "$cyrus_imapd" ]; then
+    version=$(dpkg-query -W -f='${Version}' cyrus-common)
+    echo "setup: unpacking cyrus-imapd $version into .tools/cyrus (not installed: it conflicts with Dovecot)" >&2
+    download=$(mktemp -d)
+    chmod 755 "$download"  # apt's download sandbox user must be able to write there
+    (cd "$download" && { apt-get download -qq "cyrus-imapd=$version" 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq "cyrus-imapd=$version"; }; })
+    mkdir -p .tools/cyrus
+    dpkg-deb -x "$download"/cyrus-imapd_*.deb .tools/cyrus
+    rm -rf "$download"
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -4,8 +4,8 @@
 no faults, no latency and the default API key; ``mail_user`` makes a fresh Dovecot user per test.
 
 ``imap_server`` is each IMAP server kind in turn (a test using it runs once per kind): Dovecot's default layout,
-Dovecot set up the way hosting providers do ("." separator, everything under "INBOX."). Each starts once per session,
-the first time a test asks for it. ``imap_scenario`` is ``scenario`` on that server.
+Dovecot set up the way hosting providers do ("." separator, everything under "INBOX."), Cyrus IMAP. Each starts once
+per session, the first time a test asks for it. ``imap_scenario`` is ``scenario`` on that server.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.support.ca import TestCA, make_test_ca
+from tests.support.cyrus import Cyrus
+from tests.support.cyrus import missing_parts as missing_cyrus_parts
 from tests.support.doc2_server import Doc2Server
 from tests.support.dovecot import Dovecot, MailUser, find_dovecot_binary
 from tests.support.mailserver import MailServer
@@ -60,7 +62,24 @@ def _running(server: Dovecot) -> Iterator[Dovecot]:
         server.close()
 
 
-IMAP_SERVERS = ("dovecot", "dovecot_hosting")
+@pytest.fixture(scope="session")
+def cyrus(test_ca: TestCA) -> Iterator[Cyrus]:
+    """Cyrus IMAP (separator ".", folders under "INBOX.", sasldb passwords), next to Dovecot."""
+    missing = missing_cyrus_parts()
+    if missing:
+        pytest.fail(
+            f"Cyrus IMAP is required for the IMAP tests but {', '.join(missing)} is missing: run scripts/setup.sh",
+            pytrace=False,
+        )
+    server = Cyrus(test_ca)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+IMAP_SERVERS = ("dovecot", "dovecot_hosting", "cyrus")
 
 
 @pytest.fixture(scope="session", params=IMAP_SERVERS)

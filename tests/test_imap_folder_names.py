@@ -64,6 +64,7 @@ def test_a_special_use_the_server_lacks_names_the_ones_it_has() -> None:
         (DOVECOT, "Archiv/2024", ["Archiv"]),
         (DOVECOT, "Processed", []),
         (HOSTING, "INBOX.Processed", []),
+        (CYRUS, "user.bob.Shared.2024", ["user.bob", "user.bob.Shared"]),
     ],
 )
 def test_parents_to_create_first(layout: FolderLayout, name: str, parents: list[str]) -> None:

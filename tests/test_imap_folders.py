@@ -56,27 +56,40 @@ def test_test_login_shows_how_each_folder_maps_and_makes_the_missing_ones(imap_s
     assert f"processed folder 'Archiv/2024' -> {s.native('Archiv/2024')!r}: exists" in again.stdout
 
 
+REFUSED = [
+    # Dovecot refuses names starting with "~" (hosting-style: inside the INBOX. namespace)
+    pytest.param("dovecot_hosting", "~Import", "INBOX.~Import", "Invalid mailbox name", id="dovecot_hosting"),
+    # Cyrus's ACLs: a folder in another user's namespace, written in server form, is not ours to make
+    pytest.param("cyrus", "user.someone.Import", "user.someone.Import", "Permission denied", id="cyrus"),
+]
+
+
 @pytest.mark.parametrize("role", ["processed", "failed"])
+@pytest.mark.parametrize(("server_fixture", "folder", "server_name", "reason"), REFUSED)
 def test_a_folder_the_server_refuses_stops_the_account_before_any_upload(
-    tmp_path, test_ca, dovecot_hosting, doc2_server, role
+    request, tmp_path, test_ca, doc2_server, role, server_fixture, folder, server_name, reason
 ):
-    """Hosting-style Dovecot, where the target folder cannot be made (Dovecot refuses names starting with "~"):
-    an account error naming the folder, found before any document reaches DOC²; the mail stays."""
-    dovecot_hosting.add_user(f"refused-{role}", "pw-refused")
-    s = Scenario(tmp_path, test_ca, dovecot_hosting, doc2_server, f"refused-{role}", "pw-refused")
+    """A target folder the server will not make: an account error naming the folder, found before any document
+    reaches DOC²; the mail stays. (Before, the documents were uploaded and then the move failed on every run.)"""
+    server = request.getfixturevalue(server_fixture)
+    user = f"refused{role}"
+    server.add_user(user, "pw-refused")
+    server.add_user("someone", "pw-someone")  # the other user whose folders are not ours
+    s = Scenario(tmp_path, test_ca, server, doc2_server, user, "pw-refused")
     s.append_many([invoice_mail(1), invoice_mail(2)])
-    s.write_config(s.imap_account(**{f"{role}_folder": "~Import"}))
+    s.write_config(s.imap_account(**{f"{role}_folder": folder}))
+    expected = f"the {role} folder {folder!r} (on this server {server_name!r}) cannot be created"
 
     login = s.cli("test-login")
     assert login.returncode == 1
-    assert f"the {role} folder '~Import' (on this server 'INBOX.~Import') cannot be created" in login.stdout
+    assert expected in login.stdout
     s.doc2.reset()  # test-login asked DOC² about the key
 
     account = s.run().accounts[0]
 
     assert account.outcome == "account_failed"
-    assert f"the {role} folder '~Import' (on this server 'INBOX.~Import') cannot be created" in account.error
-    assert "Invalid mailbox name" in account.error  # the server's own reason
+    assert expected in account.error
+    assert reason in account.error  # the server's own reason
     assert f"fix '{role}_folder'" in account.error
     assert s.doc2.requests_total == 0
     assert len(s.messages("INBOX")) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .mail import invoice_mail
+from .support.cyrus import Cyrus
 from .support.dovecot import Dovecot
 from .support.mailserver import MailServer
 from .support.scenario import Scenario
@@ -15,8 +16,12 @@ from .support.scenario import Scenario
 NO_MOVE = "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ UIDPLUS"
 
 
-@pytest.fixture(scope="module", params=["default", "hosting"])
+@pytest.fixture(scope="module", params=["default", "hosting", "cyrus"])
 def server_without_move(request, tmp_path_factory, test_ca):
+    if request.param == "cyrus":
+        with Cyrus(test_ca, suppress_capabilities="MOVE") as cyrus:
+            yield cyrus
+        return
     server = Dovecot(
         tmp_path_factory.mktemp(f"dovecot-nomove-{request.param}"),
         test_ca,

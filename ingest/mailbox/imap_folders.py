@@ -69,10 +69,12 @@ class FolderLayout:
         return self.prefix + name
 
     def parents(self, server_name: str) -> list[str]:
-        """The folders above a server name that may need creating first, outermost first (prefix excluded)."""
+        """The folders above a server name that may need creating first, outermost first (a namespace's prefix
+        excluded: ``INBOX.`` or ``user.`` is no folder to make)."""
         if not self.delimiter:
             return []
-        start = len(self.prefix) if self.prefix and server_name.startswith(self.prefix) else 0
+        prefixes = [p for p in (self.prefix, *self.other_prefixes) if p and server_name.startswith(p)]
+        start = max((len(p) for p in prefixes), default=0)
         parts = server_name[start:].split(self.delimiter)
         head = server_name[:start]
         return [head + self.delimiter.join(parts[:depth]) for depth in range(1, len(parts))]

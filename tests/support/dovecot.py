@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -35,14 +34,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from imapclient import IMAPClient
-
 from .ca import TestCA
+from .mailserver import ImapClientSide
 
 HOST = "127.0.0.1"
 PORT_NAMES = ("imap", "imaps", "pop3", "pop3s")
@@ -52,7 +49,6 @@ _STOP_TIMEOUT = 5.0
 # "default": Debian's Dovecot as set up by hand ("/" separator, no prefix, folders as directories).
 # "hosting": how cPanel, Plesk and Courier set up mail (Maildir++, separator ".", every folder under "INBOX.").
 Layout = Literal["default", "hosting"]
-_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ def find_dovecot_binary() -> str | None:
     return shutil.which("dovecot", path=path)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -91,18 +87,7 @@ def _reachable_by_others(directory: Path) -> bool:
     return True
 
 
-def _parse_uid_set(text: bytes) -> list[int]:
-    uids: list[int] = []
-    for chunk in text.split(b","):
-        if b":" in chunk:
-            low, high = (int(x) for x in chunk.split(b":"))
-            uids.extend(range(min(low, high), max(low, high) + 1))
-        else:
-            uids.append(int(chunk))
-    return uids
-
-
-class Dovecot:
+class Dovecot(ImapClientSide):
     """One Dovecot instance listening on 127.0.0.1 on free high ports, with TLS from the test CA."""
 
     def __init__(
@@ -176,7 +161,7 @@ class Dovecot:
                 self._start_once(binary)  # a restart keeps its ports: clients and configs of the test know them
             else:
                 for attempt in range(3):  # a freshly chosen port may be taken by someone else before Dovecot binds it
-                    self._ports = {name: _free_port() for name in PORT_NAMES}
+                    self._ports = {name: free_port() for name in PORT_NAMES}
                     try:
                         self._start_once(binary)
                         break
@@ -288,80 +273,6 @@ class Dovecot:
 
     def client_ssl_context(self) -> ssl.SSLContext:
         return self.ca.client_context()
-
-    @contextlib.contextmanager
-    def connect(self, user: str, password: str) -> Iterator[IMAPClient]:
-        """A logged-in IMAPClient over IMAPS that trusts the test CA; logs out at the end."""
-        client = IMAPClient(HOST, port=self.ports["imaps"], ssl=True, ssl_context=self.client_ssl_context(), timeout=30)
-        try:
-            client.login(user, password)
-            yield client
-        finally:
-            with contextlib.suppress(Exception):
-                client.logout()
-            with contextlib.suppress(Exception):
-                client.shutdown()
-
-    @staticmethod
-    def _ensure_folder(client: IMAPClient, folder: str) -> None:
-        if folder.upper() != "INBOX" and not client.folder_exists(folder):
-            client.create_folder(folder)
-
-    def append(self, user: str, password: str, folder: str, raw: bytes, flags: Sequence[str | bytes] = ()) -> int:
-        """APPEND one message (creating the folder if missing); returns its UID from APPENDUID."""
-        with self.connect(user, password) as client:
-            self._ensure_folder(client, folder)
-            answer = client.append(folder, raw, flags=tuple(flags))
-        return self._uids_from_answer(answer)[-1]
-
-    def append_many(
-        self, user: str, password: str, folder: str, raws: Iterable[bytes], flags: Sequence[str | bytes] = ()
-    ) -> list[int]:
-        """APPEND several messages in one connection, in order; returns their UIDs."""
-        uids: list[int] = []
-        with self.connect(user, password) as client:
-            self._ensure_folder(client, folder)
-            for raw in raws:
-                answer = client.append(folder, raw, flags=tuple(flags))
-                uids.extend(self._uids_from_answer(answer))
-        return uids
-
-    @staticmethod
-    def _uids_from_answer(answer: bytes | str) -> list[int]:
-        data = answer.encode() if isinstance(answer, str) else answer
-        match = _APPENDUID.search(data)
-        if match is None:
-            raise DovecotError(f"APPEND answer without APPENDUID: {data!r}")
-        return _parse_uid_set(match.group(2))
-
-    def folder_messages(self, user: str, password: str, folder: str) -> list[tuple[int, bytes]]:
-        """(UID, raw message) of every message in the folder, by UID; read with EXAMINE + BODY.PEEK[]."""
-        with self.connect(user, password) as client:
-            client.select_folder(folder, readonly=True)
-            uids = client.search("ALL")
-            if not uids:
-                return []
-            fetched = client.fetch(uids, ["BODY.PEEK[]"])
-        return sorted((int(uid), bytes(data[b"BODY[]"])) for uid, data in fetched.items())
-
-    def folder_flags(self, user: str, password: str, folder: str) -> dict[int, frozenset[str]]:
-        """Stored flags of every message by UID, as text (``"\\\\Seen"``); the session flag \\Recent is left out."""
-        with self.connect(user, password) as client:
-            client.select_folder(folder, readonly=True)
-            uids = client.search("ALL")
-            if not uids:
-                return {}
-            fetched = client.fetch(uids, ["FLAGS"])
-        result: dict[int, frozenset[str]] = {}
-        for uid, data in fetched.items():
-            flags = (f.decode() if isinstance(f, bytes) else str(f) for f in data[b"FLAGS"])
-            result[int(uid)] = frozenset(f for f in flags if f != "\\Recent")
-        return result
-
-    def list_folders(self, user: str, password: str) -> list[str]:
-        """Every folder name of the user, decoded from modified UTF-7, separator "/"."""
-        with self.connect(user, password) as client:
-            return [name if isinstance(name, str) else name.decode() for _flags, _sep, name in client.list_folders()]
 
     # ------------------------------------------------------------------ internals
 
@@ -506,7 +417,7 @@ service anvil {{
                 )
             name = pending[0]
             try:
-                _probe(self._ports[name], name in _SSL_PORTS, context)
+                probe(self._ports[name], name in _SSL_PORTS, context)
                 pending.pop(0)
                 continue
             except (OSError, ssl.SSLError) as error:
@@ -553,7 +464,7 @@ service anvil {{
                 time.sleep(0.02)
 
 
-def _probe(port: int, use_ssl: bool, context: ssl.SSLContext) -> None:
+def probe(port: int, use_ssl: bool, context: ssl.SSLContext) -> None:
     """Connect (with TLS when asked) and read the greeting line: '* OK' or '+OK'."""
     with socket.create_connection((HOST, port), timeout=1.0) as raw:
         sock: socket.socket = context.wrap_socket(raw, server_hostname=HOST) if use_ssl else raw
