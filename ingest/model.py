@@ -23,6 +23,9 @@ CUSTOM_DOC_ID_NAMESPACE = uuid.UUID("6f1d0c84-2a57-4f0e-9a43-6b1e2f0d2c11")
 # --- bytes in memory or in a temporary file -----------------------------------------------------------------
 
 BLOB_MEMORY_LIMIT = 4 * 1024 * 1024  # a BlobWriter keeps up to this many bytes in memory, then spills to a file
+# A message bigger than this is not downloaded at all: it goes to the failed folder with the reason. Exchange
+# Online takes at most 150 MB a message; anything bigger is a mistake or an attack.
+MAX_MESSAGE_BYTES = 150 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
 
 
@@ -153,6 +156,11 @@ class BlobWriter:
             _remove_file(path)
             self._spill = None
         self._buffer.clear()
+
+
+def too_big(what: str, size: int, limit: int) -> str:
+    """The reason a message or part is not read: ``'the message is 212.0 MB, more than 150 MB'``."""
+    return f"{what} is {size / 1048576:.1f} MB, more than {limit / 1048576:g} MB"
 
 
 def as_blob(content: bytes | Blob) -> Blob:

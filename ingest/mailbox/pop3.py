@@ -13,10 +13,11 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 
+from .. import model
 from ..config import Pop3Account
-from ..errors import AccountError, ConnectionLost, DocumentError
+from ..errors import AccountError, ConnectionLost, DocumentError, UnreadableMessage
 from ..extraction import parse_headers
-from ..model import MessageRef
+from ..model import BlobWriter, MessageRef, too_big
 from ..tls import client_context
 from ._errors import close_quietly, describe, server_text
 from .base import Outcome
@@ -61,6 +62,30 @@ def uidl_of(key: str) -> str:
 
 def _digest(block: bytes | None) -> str:
     return hashlib.sha256(block).hexdigest()[:24] if block is not None else "no-headers"
+
+
+_CHUNK = 256 * 1024
+
+
+def _stream_reply(client: poplib.POP3, sink: BlobWriter, limit: int) -> bool:
+    """The lines of a multi-line reply up to its final ".", dot-unstuffed and CRLF-terminated, into ``sink``;
+    False (the reply not read to its end) once more than ``limit`` bytes came."""
+    chunk = bytearray()
+    while True:
+        line, _octets = client._getline()  # type: ignore[attr-defined]  # poplib's line reader and its checks
+        if line == b".":
+            break
+        if line.startswith(b".."):
+            line = line[1:]
+        chunk += line
+        chunk += b"\r\n"
+        if len(chunk) >= _CHUNK:
+            sink.write(chunk)
+            chunk = bytearray()
+            if sink.size > limit:
+                return False
+    sink.write(chunk)
+    return sink.size <= limit
 
 
 def _sizes(list_lines: list[bytes]) -> dict[bytes, int]:
@@ -254,10 +279,23 @@ class Pop3Mailbox:
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def read(self, ref: MessageRef) -> MimeMailItem:
+        """RETR streamed into memory or, past BLOB_MEMORY_LIMIT, a temporary file; never whole in memory. A message
+        whose listed size is over MAX_MESSAGE_BYTES is not downloaded (UnreadableMessage: to the failed folder)."""
+        limit = model.MAX_MESSAGE_BYTES
+        if ref.size is not None and ref.size > limit:
+            raise UnreadableMessage(f"{too_big('the message', ref.size, limit)}: not downloaded")
+        number = self._number(ref)  # may open a new session: the client is taken after it
+        writer = BlobWriter()
         try:
-            number = self._number(ref)  # may open a new session: the client is taken after it
-            _, lines, _ = self._require().retr(number)
+            client = self._require()
+            client._putcmd(f"RETR {number}")  # type: ignore[attr-defined]  # poplib's own steps of retr(), streamed
+            client._getresp()  # type: ignore[attr-defined]
+            if not _stream_reply(client, writer, limit):
+                writer.abort()
+                self._reopen(DocumentError("message longer than listed"))  # the rest of it is still on the wire
+                raise UnreadableMessage(f"{too_big('the message', limit + 1, limit)} (more than listed): not read")
         except poplib.error_proto as err:
+            writer.abort()
             if _connection_closed(err):
                 raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
             if not _server_refused(err):
@@ -266,8 +304,12 @@ class Pop3Mailbox:
                 f"{self._where}: RETR {ref.ref} (message {ref.key}) refused: {server_text(err)}"
             ) from err
         except _NETWORK_ERRORS as err:
+            writer.abort()
             raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
-        return MimeMailItem(b"\r\n".join(lines) + b"\r\n")
+        except BaseException:
+            writer.abort()
+            raise
+        return MimeMailItem(writer.finish())
 
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         if outcome == "processed" and self.account.delete_after_import:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import poplib
+import socket
 
 from tests.mail import invoice_mail
 
@@ -45,16 +46,16 @@ def test_a_connection_dropped_during_retr_counts_no_attempt(scenario, monkeypatc
     attempts (a few Dovecot restarts must not send good mail to "failed")."""
     scenario.append_many([invoice_mail(1), invoice_mail(2)])
     scenario.write_config(scenario.pop3_account(max_attempts=1))
-    real_retr = poplib.POP3.retr
+    real_putcmd = poplib.POP3._putcmd  # type: ignore[attr-defined]
     calls = []
 
-    def hang_up_once(self, which):
-        calls.append(which)
-        if len(calls) == 1:
-            raise poplib.error_proto("-ERR EOF")  # what poplib raises when the socket closes under it
-        return real_retr(self, which)
+    def hang_up_once(self, line):
+        if line.startswith("RETR") and not calls:
+            calls.append(line)
+            self.sock.shutdown(socket.SHUT_RDWR)  # the connection drops as the message is asked for
+        return real_putcmd(self, line)
 
-    monkeypatch.setattr(poplib.POP3, "retr", hang_up_once)
+    monkeypatch.setattr(poplib.POP3, "_putcmd", hang_up_once)
     first = scenario.run().accounts[0]
     assert (first.outcome, first.messages_failed, first.messages_moved_to_failed) == ("partial", 0, 0)
     assert "connection lost" in (first.error or "")
