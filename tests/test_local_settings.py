@@ -26,6 +26,7 @@ NOT_LOCAL = {
     "SSL_CERT_FILE": "process environment for a private CA, not an app setting",
     "REQUESTS_CA_BUNDLE": "process environment for a private CA, not an app setting",
     "AZURE_CLIENT_ID": "the managed identity's client id in Azure (DefaultAzureCredential); locally az login",
+    "WEBSITE_HOSTNAME": "set by the platform in Azure (and by Core Tools locally), never by hand",
     "AzureWebJobsStorage__queueServiceUri": "identity-based host storage in Azure; locally AzureWebJobsStorage",
     "AzureWebJobsStorage__accountName": "identity-based host storage in Azure; locally AzureWebJobsStorage",
     "AzureWebJobsStorage__clientId": "identity-based host storage in Azure; locally AzureWebJobsStorage",
