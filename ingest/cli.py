@@ -192,6 +192,12 @@ def _print_report(report: RunReport) -> None:
             print("    rules matched: " + ", ".join(f"{name} {count}" for name, count in account.rules.items()))
         if account.messages_skipped_by_rule:
             print(f"    {account.messages_skipped_by_rule} messages left in place by a rule (skip)")
+        for duplicate in account.duplicates:
+            print(
+                f"    {duplicate.filename} of {duplicate.message} not uploaded: the same as "
+                f"{duplicate.duplicate_of_filename!r} of account {duplicate.duplicate_of_account} "
+                f"(custom_doc_id {duplicate.duplicate_of_custom_doc_id}, {duplicate.duplicate_of_uploaded_at})"
+            )
         for routing in account.routing:
             what = f"rule {routing.rule!r}" if routing.rule else "no rule (account settings)"
             print(f"    message {routing.message} ({routing.subject!r}): {what}{', skipped' if routing.skip else ''}")

@@ -28,6 +28,7 @@ class PendingUpload:
     document: Document
     metadata: UploadMetadata
     source: str  # DOC²'s source field: the account's doc2_source, or the matching rule's
+    digest: str | None = None  # SHA-256 of the document, for the content index (dedupe: content)
     future: Future[dict[str, Any]] | None = None
     gave_up_at: int = 0  # when it failed for good: the number of the run's latest upload then (ingest.outage)
 
@@ -254,6 +255,7 @@ class Flight:
                     upload.metadata.custom_doc_id,
                     upload.document.filename,
                     _doc2_id(upload.answer()),
+                    upload.digest,
                 )
                 for work, upload in done
             ],

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from .bodypdf import body_document
 from .config import AnyAccount, Config
+from .dedupe import ContentIndex
 from .doc2 import Doc2Client, UploadMetadata
 from .errors import (
     AccountBusy,
@@ -78,6 +79,7 @@ class Pipeline:
         self._clock = clock
         self._uploads: ThreadPoolExecutor | None = None  # the run's upload pool (per DOC²)
         self._health = Doc2Health()  # uploads DOC² accepted in this run: whose fault a DOC² failure is
+        self._contents = ContentIndex(config, state)  # dedupe: content
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
@@ -359,6 +361,15 @@ class Pipeline:
             if doc_id in done:
                 report.documents_already_in_doc2 += 1
                 continue
+            now = self._clock()
+            check = self._contents.check(account, item.identity, document, doc_id, now)
+            if check.original is not None:
+                self._contents.skip(
+                    account, report, ref.key, item.identity, document, doc_id, check.original, dry_run=dry_run
+                )
+                continue
+            if check.digest is not None:
+                self._contents.started(account, item.identity, document, doc_id, check.digest, now)
             if dry_run:
                 report.planned.append(
                     PlannedDocument(
@@ -375,7 +386,7 @@ class Pipeline:
                 mailbox=account.name,
                 extra=decision.metadata,
             )
-            work.uploads.append(PendingUpload(document, metadata, decision.source))
+            work.uploads.append(PendingUpload(document, metadata, decision.source, check.digest))
         return work
 
     def _complete(

@@ -39,6 +39,19 @@ class Routing:
 
 
 @dataclass
+class DuplicateDocument:
+    """A document not uploaded because the same bytes were (dedupe: content), and which upload that was."""
+
+    message: str
+    filename: str
+    duplicate_of_account: str
+    duplicate_of_custom_doc_id: str
+    duplicate_of_filename: str
+    duplicate_of_doc2_id: str | None
+    duplicate_of_uploaded_at: str  # ISO 8601
+
+
+@dataclass
 class SkippedDocument:
     """A part of a message that was not uploaded, and why (inline image, filtered, text of the message...)."""
 
@@ -67,12 +80,14 @@ class AccountReport:
     messages_remembered: int = 0  # POP3: imported earlier, still on the server
     documents_uploaded: int = 0
     documents_already_in_doc2: int = 0
+    documents_duplicate: int = 0  # dedupe: content: the same bytes were uploaded (see duplicates)
     documents_skipped: int = 0  # inline images, filtered attachments, cloud links
     bytes_uploaded: int = 0
     error: str | None = None
     problems: list[MessageProblem] = field(default_factory=list)
     planned: list[PlannedDocument] = field(default_factory=list)
     skipped: list[SkippedDocument] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED
+    duplicates: list[DuplicateDocument] = field(default_factory=list)
     rules: dict[str, int] = field(default_factory=dict)  # messages matched, by rule name
     routing: list[Routing] = field(default_factory=list)  # dry run: the rule of each message
     notes: list[str] = field(default_factory=list)

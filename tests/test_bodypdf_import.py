@@ -14,7 +14,7 @@ from tests.support.microsoft import MicrosoftCloud, pdf
 from .bodies import GERMAN_HTML, hostile_html, html_mail, invoice_html
 from .mail import pdf_bytes
 from .test_bodypdf import recorder  # noqa: F401 - the fixture
-from .test_rules_import import cloud, run_graph  # noqa: F401 - the fixture
+from .test_rules_import import run_graph
 
 BODY_ONLY = html_mail(GERMAN_HTML, subject="Rechnung ohne Anhang")
 WITH_ATTACHMENT = html_mail(
@@ -49,7 +49,7 @@ def test_imap_when_no_documents_renders_only_the_mail_without_attachments(scenar
     assert again.documents_uploaded == 0 and len(scenario.doc2.uploads) == 2
 
 
-def test_imap_always_adds_the_body_and_fetches_nothing(scenario, recorder) -> None:  # noqa: F811
+def test_imap_always_adds_the_body_and_fetches_nothing(scenario, recorder) -> None:  # noqa: F811 - the fixture
     base, seen = recorder
     scenario.append_many([WITH_ATTACHMENT, html_mail(hostile_html(base), subject="Tracking")])
     scenario.write_config(scenario.imap_account(body_to_pdf="always"))
@@ -82,7 +82,7 @@ def test_never_is_the_default(scenario) -> None:
     assert report.messages_without_documents == 1 and scenario.doc2.uploads == []
 
 
-def test_graph_body_to_pdf(cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path) -> None:  # noqa: F811
+def test_graph_body_to_pdf(cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path) -> None:
     from tests.support.graph_server import FileAttachment
 
     cloud.mailbox.add_message(subject="Rechnung ohne Anhang", sender="billing@supplier-x.example", mime=BODY_ONLY)

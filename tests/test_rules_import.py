@@ -4,17 +4,13 @@ with the local DOC² server. The rule decides the DOC² source and metadata, or 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ingest.config import parse_config
 from ingest.service import run_import
 from ingest.settings import Settings
 from ingest.state import open_state_store
-from tests.support.ca import TestCA
 from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server
 from tests.support.graph_server import FileAttachment
 from tests.support.microsoft import DictSecrets, MicrosoftCloud, pdf
@@ -95,13 +91,6 @@ def test_pop3_rules_route_and_skip(scenario) -> None:
     again = scenario.run().accounts[0]  # the skipped message is still on the server, and still skipped
     assert (again.messages_remembered, again.messages_skipped_by_rule, again.documents_uploaded) == (2, 1, 0)
     assert len(scenario.messages("INBOX")) == 3
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 def run_graph(cloud: MicrosoftCloud, doc2: Doc2Server, tmp_path: Path, *, dry_run: bool = False, **fields: Any):  # type: ignore[no-untyped-def]

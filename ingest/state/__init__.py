@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .base import MessageState, Settlement, StateStore, UploadRecord
+from .base import ContentRecord, DuplicateRecord, MessageState, Settlement, StateStore, UploadRecord
 from .factory import open_state_store
 
-__all__ = ["MessageState", "Settlement", "StateStore", "UploadRecord", "open_state_store"]
+__all__ = [
+    "ContentRecord",
+    "DuplicateRecord",
+    "MessageState",
+    "Settlement",
+    "StateStore",
+    "UploadRecord",
+    "open_state_store",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 Status = Literal["pending", "processed", "failed", "skipped"]
@@ -28,6 +29,30 @@ class UploadRecord:
     custom_doc_id: str
     filename: str
     doc2_id: str | None
+    digest: str | None = None  # SHA-256 of the document's bytes: kept in the content index (dedupe: content)
+
+
+@dataclass(frozen=True)
+class ContentRecord:
+    """The latest upload of some bytes (by their SHA-256), whichever account made it: the content index."""
+
+    digest: str
+    account: str
+    identity: str
+    custom_doc_id: str
+    filename: str
+    doc2_id: str | None
+    uploaded_at: datetime
+
+
+@dataclass(frozen=True)
+class DuplicateRecord:
+    """A document that was not uploaded because the same bytes were (``original``), within ``dedupe_days``."""
+
+    identity: str
+    custom_doc_id: str
+    filename: str
+    original: ContentRecord
 
 
 @dataclass(frozen=True)
@@ -54,6 +79,19 @@ class StateStore(Protocol):
         this returns. When it raises, some may be recorded and others not (never half a record): the caller
         settles none of their messages, and a later run uploads the unrecorded ones again with the same
         custom_doc_id."""
+        ...
+
+    def find_content(self, digest: str, since: datetime) -> ContentRecord | None:
+        """The latest upload, by any account, of the bytes with this SHA-256, when it was made at ``since`` or
+        later; else None."""
+        ...
+
+    def record_duplicate(self, account: str, duplicate: DuplicateRecord) -> None:
+        """Remember that this document of this account was not uploaded, and which upload it duplicates."""
+        ...
+
+    def duplicates(self, account: str, identity: str) -> list[DuplicateRecord]:
+        """The documents of this message left out as duplicates."""
         ...
 
     def message(self, account: str, message_key: str) -> MessageState | None: ...

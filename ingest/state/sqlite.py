@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import AccountBusy, ConfigError
-from .base import MAX_CURSOR_CHARS, MessageState, Settlement, Status, UploadRecord
+from .base import MAX_CURSOR_CHARS, ContentRecord, DuplicateRecord, MessageState, Settlement, Status, UploadRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -30,6 +30,17 @@ CREATE TABLE IF NOT EXISTS messages (
     account TEXT NOT NULL, message_key TEXT NOT NULL, identity TEXT,
     status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT NOT NULL,
     PRIMARY KEY (account, message_key)
+);
+CREATE TABLE IF NOT EXISTS contents (
+    digest TEXT NOT NULL PRIMARY KEY, account TEXT NOT NULL, identity TEXT NOT NULL, custom_doc_id TEXT NOT NULL,
+    filename TEXT NOT NULL, doc2_id TEXT, uploaded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    account TEXT NOT NULL, identity TEXT NOT NULL, custom_doc_id TEXT NOT NULL, filename TEXT NOT NULL,
+    original_digest TEXT NOT NULL, original_account TEXT NOT NULL, original_identity TEXT NOT NULL,
+    original_custom_doc_id TEXT NOT NULL, original_filename TEXT NOT NULL, original_doc2_id TEXT,
+    original_uploaded_at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    PRIMARY KEY (account, identity, custom_doc_id)
 );
 CREATE TABLE IF NOT EXISTS cursors (
     account TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -80,8 +91,47 @@ class SqliteStateStore:
             return
         now = _now()
         rows = [(account, u.identity, u.custom_doc_id, u.filename, u.doc2_id, now) for u in uploads]
+        contents = [
+            (u.digest, account, u.identity, u.custom_doc_id, u.filename, u.doc2_id, now) for u in uploads if u.digest
+        ]
         with self._lock, self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO contents VALUES (?,?,?,?,?,?,?)", contents)
+
+    def find_content(self, digest: str, since: datetime) -> ContentRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM contents WHERE digest=?", (digest,)).fetchone()
+        if row is None:
+            return None
+        found = ContentRecord(row[0], row[1], row[2], row[3], row[4], row[5], datetime.fromisoformat(row[6]))
+        return found if found.uploaded_at >= since else None
+
+    def record_duplicate(self, account: str, duplicate: DuplicateRecord) -> None:
+        original = duplicate.original
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO duplicates VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    account, duplicate.identity, duplicate.custom_doc_id, duplicate.filename, original.digest,
+                    original.account, original.identity, original.custom_doc_id, original.filename, original.doc2_id,
+                    original.uploaded_at.isoformat(), _now(),
+                ),
+            )  # fmt: skip
+
+    def duplicates(self, account: str, identity: str) -> list[DuplicateRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM duplicates WHERE account=? AND identity=? ORDER BY custom_doc_id", (account, identity)
+            ).fetchall()
+        return [
+            DuplicateRecord(
+                row[1],
+                row[2],
+                row[3],
+                ContentRecord(row[4], row[5], row[6], row[7], row[8], row[9], datetime.fromisoformat(row[10])),
+            )
+            for row in rows
+        ]
 
     def message(self, account: str, message_key: str) -> MessageState | None:
         with self._lock:

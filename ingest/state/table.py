@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..azure_storage import StorageAccount, storage_error
 from ..errors import ConfigError, TransientError
 from ..leases import DEFAULT_LEASE_CONTAINER, BlobLeaseLocks
-from .base import MAX_CURSOR_CHARS, MessageState, Settlement, Status, UploadRecord
+from .base import MAX_CURSOR_CHARS, ContentRecord, DuplicateRecord, MessageState, Settlement, Status, UploadRecord
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -89,6 +89,15 @@ def _message_row(message_key: str) -> str:
 
 def _cursor_row(name: str) -> str:
     return f"c|{escape_key_part(name)}"
+
+
+def _duplicate_prefix(identity: str) -> str:
+    return f"d|{escape_key_part(identity)}|"
+
+
+# The content index (dedupe: content) is shared by every account: one partition of its own. Account names cannot
+# start with '~' (config), so it never meets an account's partition.
+CONTENT_PARTITION = "~content"
 
 
 def _now() -> datetime:
@@ -190,6 +199,67 @@ class TableStateStore:
         from azure.data.tables import UpdateMode
 
         self._upsert_together([self._upload_entity(account, upload) for upload in uploads], UpdateMode.REPLACE)
+        contents = [
+            {
+                "PartitionKey": CONTENT_PARTITION,
+                "RowKey": escape_key_part(upload.digest),
+                **_content_properties(
+                    ContentRecord(
+                        upload.digest, account, upload.identity, upload.custom_doc_id, upload.filename,
+                        upload.doc2_id, _now(),
+                    )
+                ),
+            }
+            for upload in uploads
+            if upload.digest
+        ]  # fmt: skip
+        self._upsert_together(contents, UpdateMode.REPLACE)
+
+    # -- the content index and duplicates (dedupe: content) ----------------------------------------------------
+
+    def find_content(self, digest: str, since: datetime) -> ContentRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._call(self._table.get_entity, CONTENT_PARTITION, escape_key_part(digest))
+        except ResourceNotFoundError:
+            return None
+        found = _content_record(entity)
+        return found if found.uploaded_at >= since else None
+
+    def record_duplicate(self, account: str, duplicate: DuplicateRecord) -> None:
+        from azure.data.tables import UpdateMode
+
+        entity = {
+            "PartitionKey": escape_key_part(account),
+            "RowKey": _duplicate_prefix(duplicate.identity) + escape_key_part(duplicate.custom_doc_id),
+            "account": account,
+            "identity": bounded(duplicate.identity),
+            "custom_doc_id": duplicate.custom_doc_id,
+            "filename": duplicate.filename[:MAX_NAME_CHARS],
+            "recorded_at": _now(),
+            **{f"original_{key}": value for key, value in _content_properties(duplicate.original).items()},
+        }
+        self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
+
+    def duplicates(self, account: str, identity: str) -> list[DuplicateRecord]:
+        prefix = _duplicate_prefix(identity)
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": escape_key_part(account), "low": prefix, "high": prefix[:-1] + "}"},
+            ["identity", "custom_doc_id", "filename", *(f"original_{name}" for name in _CONTENT_PROPERTIES)],
+        )
+        found = [
+            DuplicateRecord(
+                row["identity"],
+                row["custom_doc_id"],
+                row["filename"],
+                _content_record({key.removeprefix("original_"): value for key, value in row.items()}),
+            )
+            for row in rows
+            if row.get("identity") == bounded(identity)
+        ]
+        return sorted(found, key=lambda duplicate: duplicate.custom_doc_id)
 
     def _upload_entity(self, account: str, upload: UploadRecord) -> dict[str, Any]:
         entity: dict[str, Any] = {
@@ -369,3 +439,32 @@ class TableStateStore:
         self._table.close()
         self._locks.close()
         self._account.close()
+
+
+_CONTENT_PROPERTIES = ("digest", "account", "identity", "custom_doc_id", "filename", "doc2_id", "uploaded_at")
+
+
+def _content_properties(record: ContentRecord) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "digest": record.digest,
+        "account": record.account,
+        "identity": bounded(record.identity),
+        "custom_doc_id": record.custom_doc_id,
+        "filename": record.filename[:MAX_NAME_CHARS],
+        "uploaded_at": record.uploaded_at,
+    }
+    if record.doc2_id is not None:
+        properties["doc2_id"] = record.doc2_id[:MAX_NAME_CHARS]
+    return properties
+
+
+def _content_record(entity: Any) -> ContentRecord:
+    return ContentRecord(
+        entity["digest"],
+        entity["account"],
+        entity["identity"],
+        entity["custom_doc_id"],
+        entity["filename"],
+        entity.get("doc2_id"),
+        entity["uploaded_at"],
+    )

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ingest.errors import AccountBusy, ConfigError
-from ingest.state import Settlement, StateStore, UploadRecord, open_state_store
+from ingest.state import ContentRecord, DuplicateRecord, Settlement, StateStore, UploadRecord, open_state_store
 from ingest.state.base import MAX_CURSOR_CHARS
 from ingest.state.factory import describe_state_url
 from ingest.state.table import MAX_KEY_PART, escape_key_part, parse_state_url
@@ -237,3 +238,51 @@ def test_a_state_url_is_shown_without_its_key():
     url = "azuretable+connstr:state;AccountName=st1;AccountKey=c2VjcmV0==;EndpointSuffix=x"
     assert describe_state_url(url) == ("azuretable+connstr:state;AccountName=st1;AccountKey=***;EndpointSuffix=x")
     assert describe_state_url("sqlite:///./.ingest-state.sqlite3") == "sqlite:///./.ingest-state.sqlite3"
+
+
+DIGEST = "ab" * 32
+
+
+def test_content_index_is_shared_by_every_account_within_the_window(open_store):
+    store = open_store()
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    store.record_uploads(
+        "a",
+        [
+            UploadRecord("mid:1@x", "doc-1", "invoice.pdf", "d2-1", digest=DIGEST),
+            UploadRecord("mid:1@x", "doc-2", "other.pdf", None),  # no digest: not indexed
+        ],
+    )
+
+    again = open_store()
+    found = again.find_content(DIGEST, before - timedelta(days=30))
+    assert found is not None
+    assert (found.account, found.identity, found.custom_doc_id, found.filename, found.doc2_id) == (
+        "a",
+        "mid:1@x",
+        "doc-1",
+        "invoice.pdf",
+        "d2-1",
+    )
+    assert before <= found.uploaded_at <= datetime.now(UTC) + timedelta(seconds=5)
+    assert again.find_content(DIGEST, datetime.now(UTC) + timedelta(minutes=1)) is None  # older than the window
+    assert again.find_content("cd" * 32, before - timedelta(days=30)) is None
+
+    again.record_uploads("b", [UploadRecord(AWKWARD, "doc-9", "copy.pdf", None, digest=DIGEST)])
+    latest = open_store().find_content(DIGEST, before)
+    assert latest is not None and (latest.account, latest.identity, latest.doc2_id) == ("b", AWKWARD, None)
+
+
+def test_a_duplicate_says_which_upload_it_duplicates(open_store):
+    store = open_store()
+    uploaded_at = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    original = ContentRecord(DIGEST, "ap", "mid:1@x", "doc-1", "invoice.pdf", "d2-1", uploaded_at)
+    store.record_duplicate("b", DuplicateRecord(AWKWARD, "doc-7", "invoice (1).pdf", original))
+    store.record_duplicate("b", DuplicateRecord(AWKWARD, "doc-3", "again.pdf", original))
+    store.record_duplicate("b", DuplicateRecord("mid:other@x", "doc-8", "x.pdf", original))
+
+    again = open_store()
+    found = again.duplicates("b", AWKWARD)
+    assert [(d.custom_doc_id, d.filename) for d in found] == [("doc-3", "again.pdf"), ("doc-7", "invoice (1).pdf")]
+    assert found[0].original == original
+    assert again.duplicates("a", AWKWARD) == [] and again.uploaded("b", AWKWARD) == set()
