@@ -13,10 +13,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from .arm_models import Field, ModelSet, model_set, operation_api_versions
-from .bicep_model import BicepFile, body
+from .bicep_model import BicepFile, body, parse_text, ref, walk
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Schema:
     model: str
     # For single-API wheels: the operations module whose api_version proves the API version of the models.
     operations: str | None = None
+    # The model of the GET response when the PUT body's model lacks what Azure returns (what a template reads).
+    read_model: str | None = None
 
 
 _WEB = ("azure-mgmt-web", "8.0.0", "azure/mgmt/web/v2024_04_01/models")
@@ -40,7 +44,9 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
     ("microsoft.web/sites", "2024-04-01"): Schema(*_WEB, "Site"),
     ("microsoft.web/serverfarms", "2024-04-01"): Schema(*_WEB, "AppServicePlan"),
     ("microsoft.web/sites/config", "2024-04-01"): Schema(*_WEB, "SiteConfigResource"),
-    ("microsoft.storage/storageaccounts", "2023-05-01"): Schema(*_STORAGE, "StorageAccountCreateParameters"),
+    ("microsoft.storage/storageaccounts", "2023-05-01"): Schema(
+        *_STORAGE, "StorageAccountCreateParameters", read_model="StorageAccount"
+    ),
     ("microsoft.storage/storageaccounts/blobservices", "2023-05-01"): Schema(*_STORAGE, "BlobServiceProperties"),
     ("microsoft.storage/storageaccounts/blobservices/containers", "2023-05-01"): Schema(*_STORAGE, "BlobContainer"),
     ("microsoft.storage/storageaccounts/queueservices", "2023-05-01"): Schema(*_STORAGE, "QueueServiceProperties"),
@@ -241,4 +247,88 @@ def resource_problems(file: BicepFile) -> list[str]:
                 continue
             checker.node(tree, key.strip("'"), value, key.strip("'"))
         problems.extend(checker.problems)
+    return problems
+
+
+_INTERPOLATED = re.compile(r"\$\{\s*([A-Za-z_]\w*(?:\.\w+)+)\s*\}")
+
+
+def _references(file: BicepFile) -> set[str]:
+    """Every `a.b.c` the file reads: property accessor chains and the `${a.b.c}` holes of interpolated strings."""
+    found: set[str] = set()
+    for node in walk(file.doc):
+        if _is_expression(node, "operator") and node["operator"]["type"] == "property_accessor":
+            chain = ref(node)
+            if chain:
+                found.add(chain)
+        elif isinstance(node, str):
+            found.update(_INTERPOLATED.findall(node))
+    return found
+
+
+def reference_problems(file: BicepFile) -> list[str]:
+    """What the file reads from its resources (`storage.properties.primaryEndpoints.blob`) exists in their models,
+    and what it reads from its modules (`keyVault.outputs.uri`) is an output of that module."""
+    problems: list[str] = []
+    for chain in sorted(_references(file)):
+        head, *path = chain.split(".")
+        if head in file.resources and path and path[0] not in ("id", "name", "type"):
+            declaration = file.resources[head]
+            schema = schema_of(declaration["type"], declaration.get("api_version") or "")
+            if schema is None:
+                continue  # reported by resource_problems
+            models = models_for(schema)
+            problem = _path_problem(models, models.model(schema.read_model or schema.model).tree, path)
+            if problem:
+                problems.append(f"{file.path.name}: {chain}: {problem}")
+        elif head in file.modules and len(path) >= 2 and path[0] == "outputs":
+            module = _module_file(file, file.modules[head])
+            if path[1] not in module.outputs:
+                problems.append(f"{file.path.name}: {chain}: {module.path.name} has no output {path[1]!r}")
+    return problems
+
+
+def _path_problem(models: ModelSet, tree: dict[str, object], path: list[str]) -> str | None:
+    for index, key in enumerate(path):
+        entry = tree.get(key)
+        if entry is None:
+            return f"no property {key!r} (known: {sorted(tree)})"
+        if isinstance(entry, dict):
+            tree = entry
+            continue
+        assert isinstance(entry, Field)
+        if entry.json_type in models.classes:
+            tree = models.model(entry.json_type).tree
+        elif index < len(path) - 1 and entry.json_type not in ("object",) and not entry.json_type.startswith("{"):
+            return f"{key!r} is a {entry.json_type}, it has no {path[index + 1]!r}"
+        else:
+            return None
+    return None
+
+
+def _module_file(file: BicepFile, declaration: dict[str, Any]) -> BicepFile:
+    return _parse_cached(str((file.path.parent / declaration["detail"]["path"]).resolve()))
+
+
+@cache
+def _parse_cached(path: str) -> BicepFile:
+    return parse_text(Path(path))
+
+
+def module_problems(file: BicepFile) -> list[str]:
+    """Each module gets only parameters its file declares, and every one it declares without a default."""
+    problems: list[str] = []
+    for symbol, declaration in file.modules.items():
+        if declaration.get("type") != "local":
+            continue
+        module = _module_file(file, declaration)
+        passed = set(body(declaration).get("params") or {})
+        unknown = passed - set(module.params)
+        missing = {name for name in module.params if module.param_default(name) is None} - passed
+        if unknown:
+            problems.append(f"{file.path.name}:{symbol}: {module.path.name} has no parameter {sorted(unknown)}")
+        if missing:
+            problems.append(
+                f"{file.path.name}:{symbol}: required parameter {sorted(missing)} of {module.path.name} not given"
+            )
     return problems

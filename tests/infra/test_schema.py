@@ -8,13 +8,14 @@ fails here, and so does a resource type or API version without a published model
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from .arm_models import pinned_wheels
 from .bicep_model import INFRA, bicep_files, parse, parse_text
-from .schema_check import SCHEMAS, resource_problems
+from .schema_check import SCHEMAS, module_problems, reference_problems, resource_problems
 
 
 def test_every_resource_in_infra_matches_its_published_model() -> None:
@@ -26,6 +27,71 @@ def test_every_resource_in_infra_matches_its_published_model() -> None:
         problems.extend(resource_problems(file))
     assert declared >= 15, f"only {declared} resources found: the walk misses some"
     assert problems == []
+
+
+def test_what_the_templates_read_exists_and_every_module_call_fits_its_module() -> None:
+    """No Bicep compiler here: what it would refuse or what ARM would fail on at deployment (a read of a property
+    Azure does not return, an output a module does not have, a parameter it does not take or needs) is checked."""
+    problems: list[str] = []
+    references = 0
+    for relative in bicep_files():
+        file = parse(relative)
+        problems += reference_problems(file) + module_problems(file)
+        references += len(re.findall(r"\.(properties|outputs)\.", file.text))
+    assert references >= 20, "the templates read little: the walk misses references"
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("relative", "replacements", "expected"),
+    [
+        (
+            "app/function-app.bicep",
+            [("storage.properties.primaryEndpoints.queue", "storage.properties.primaryEndpoints.queues")],
+            "storage.properties.primaryEndpoints.queues: no property 'queues'",
+        ),
+        (
+            "core/identity.bicep",
+            [("identity.properties.clientId", "identity.properties.clientID")],
+            "identity.properties.clientID: no property 'clientID'",
+        ),
+        (
+            "main.bicep",
+            [("value: keyVault.outputs.uri", "value: keyVault.outputs.url")],
+            "keyVault.outputs.url: key-vault.bicep has no output 'url'",
+        ),
+        (
+            "main.bicep",
+            [("    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId\n", "")],
+            "required parameter ['logAnalyticsWorkspaceId'] of key-vault.bicep not given",
+        ),
+        (
+            "main.bicep",
+            [("    skuName: storageSkuName\n", "    sku: storageSkuName\n")],
+            "storage.bicep has no parameter ['sku']",
+        ),
+    ],
+    ids=["misspelt-endpoint", "wrong-case", "unknown-module-output", "missing-module-parameter", "unknown-parameter"],
+)
+def test_the_reference_check_finds_what_is_broken(
+    tmp_path: Path, relative: str, replacements: list[tuple[str, str]], expected: str
+) -> None:
+    source = INFRA / relative
+    broken = _broken_copy(tmp_path, relative, replacements)
+    # Modules are found relative to the file: keep the copy beside the originals' layout.
+    target = tmp_path / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    broken.replace(target)
+    for sibling in ("core", "app"):
+        for module in (INFRA / sibling).glob("*.bicep"):
+            copy = tmp_path / sibling / module.name
+            if not copy.exists():
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(module.read_text(encoding="utf-8"), encoding="utf-8")
+    assert source.exists()
+    file = parse_text(target)
+    problems = reference_problems(file) + module_problems(file)
+    assert [p for p in problems if expected in p], problems
 
 
 def test_every_model_comes_from_a_pinned_wheel() -> None:
