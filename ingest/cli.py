@@ -111,6 +111,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings, config: Config) -> 
     print(f"DOC² API:      {doc2_base_url(config, settings)} (key secret {config.doc2.api_key_secret!r})")
     print(f"secrets from:  {'Key Vault ' + settings.key_vault_url if settings.key_vault_url else 'environment'}")
     print(f"state store:   {describe_state_url(settings.state_url)}")
+    print(f"HTTP proxy:    {settings.proxies.describe()}")
     missing: list[str] = []
     for account in config.accounts:
         print(f"  - {account.name} ({account.type}): {_describe_account(account)}")

@@ -55,7 +55,10 @@ class Doc2Client:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         deadline: float | None = None,
+        proxy: str | None = None,
     ) -> None:
+        """``proxy``: as :class:`ingest.network.Proxies` chose for ``base_url``; httpx's own reading of the
+        environment is off, so that every client of the product follows the same proxy and trust rules."""
         self.base_url = base_url.rstrip("/")
         self._retry = retry or default_policy()
         self._timeout = timeout
@@ -67,6 +70,8 @@ class Doc2Client:
             verify=verify,
             transport=transport,
             follow_redirects=False,
+            trust_env=False,
+            proxy=proxy,
         )
 
     def __enter__(self) -> Doc2Client:

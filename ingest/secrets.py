@@ -10,8 +10,12 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import SecretError
+from .network import Proxies
+from .settings import DEFAULT_AUTHORITY_HOST, Settings
+from .tls import combined_bundle
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +42,41 @@ class EnvironmentSecrets:
 
 
 class KeyVaultSecrets:
-    """Reads each secret once per process run from Key Vault (DefaultAzureCredential unless given)."""
+    """Reads each secret once per process run from Key Vault (DefaultAzureCredential unless given).
+
+    ``proxies`` and ``ca_file`` apply to the vault and to the sign-in of the default credential alike, as to every
+    other HTTP client (:mod:`ingest.network`): azure-core's ``requests`` would otherwise trust REQUESTS_CA_BUNDLE
+    only, never SSL_CERT_FILE."""
 
     def __init__(
-        self, vault_url: str, credential: Any = None, *, authority_host: str | None = None, **client_options: Any
+        self,
+        vault_url: str,
+        credential: Any = None,
+        *,
+        authority_host: str | None = None,
+        proxies: Proxies | None = None,
+        ca_file: str | None = None,
+        **client_options: Any,
     ) -> None:
         from azure.keyvault.secrets import SecretClient  # lazy: the SDK is slow to import
 
+        proxies = proxies or Proxies()
+        transport: dict[str, Any] = {"connection_verify": ca_file} if ca_file else {}
         if credential is None:
             from azure.identity import DefaultAzureCredential
 
             # AUTHORITY_HOST selects a national cloud for Key Vault's sign-in as it does for Graph.
-            credential = DefaultAzureCredential(**({"authority": authority_host} if authority_host else {}))
+            options: dict[str, Any] = dict(transport)
+            if authority_host:
+                options["authority"] = authority_host
+                if _private_authority(authority_host):  # as for Graph: not validated via login.microsoftonline.com
+                    options["disable_instance_discovery"] = True
+            sign_in = proxies.requests_proxies(authority_host or DEFAULT_AUTHORITY_HOST)
+            if sign_in:
+                options["proxies"] = sign_in
+            credential = DefaultAzureCredential(**options)
+        vault_proxies = proxies.requests_proxies(vault_url)
+        client_options = transport | ({"proxies": vault_proxies} if vault_proxies else {}) | client_options
         self._vault_url = vault_url
         self._client = SecretClient(vault_url, credential, **client_options)
         self._cache: dict[str, str] = {}
@@ -111,6 +138,12 @@ class KeyVaultSecrets:
         return SecretError(f"Key Vault {vault} not reachable to {verb} secret {name!r}: {_first_line(err)}")
 
 
+def _private_authority(authority_host: str) -> bool:
+    from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS  # lazy: only with Key Vault
+
+    return (urlsplit(authority_host).hostname or "") not in WELL_KNOWN_AUTHORITY_HOSTS
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -119,19 +152,27 @@ def _first_line(err: Exception) -> str:
 SecretSource = Callable[[str], str]
 
 
-def secret_source(
-    key_vault_url: str | None, environ: Mapping[str, str], *, authority_host: str | None = None
-) -> SecretSource:
-    if key_vault_url:
-        return KeyVaultSecrets(key_vault_url, authority_host=authority_host)
-    return EnvironmentSecrets(environ)
+def secret_source(settings: Settings) -> SecretSource:
+    """Key Vault when KEY_VAULT_URL is set (through the proxy and with the CA bundle of the settings), else the
+    environment."""
+    if settings.key_vault_url:
+        return _key_vault(settings.key_vault_url, settings)
+    return EnvironmentSecrets(settings.environ)
 
 
-def token_cache_source(
-    token_cache_vault_url: str | None, secrets: SecretSource, *, authority_host: str | None = None
-) -> SecretSource:
+def _key_vault(vault_url: str, settings: Settings) -> KeyVaultSecrets:
+    bundle = combined_bundle(settings.ca_bundles)
+    return KeyVaultSecrets(
+        vault_url,
+        authority_host=settings.authority_host,
+        proxies=settings.proxies,
+        ca_file=str(bundle) if bundle else None,
+    )
+
+
+def token_cache_source(settings: Settings, secrets: SecretSource) -> SecretSource:
     """Where device_code accounts keep their token caches: the token-cache vault when TOKEN_CACHE_VAULT_URL is set
     (in Azure: a vault holding nothing else, the only one the app may write to), else the secrets' own source."""
-    if token_cache_vault_url:
-        return KeyVaultSecrets(token_cache_vault_url, authority_host=authority_host)
+    if settings.token_cache_vault_url:
+        return _key_vault(settings.token_cache_vault_url, settings)
     return secrets

@@ -34,12 +34,13 @@ def make_doc2_client(
     config: Config, settings: Settings, secrets: SecretSource, *, deadline: float | None = None
 ) -> Doc2Client:
     api_key = secrets(config.doc2.api_key_secret)
-    verify = client_context(config.doc2.ca_file) if config.doc2.ca_file else True
+    base_url = doc2_base_url(config, settings)
     return Doc2Client(
-        doc2_base_url(config, settings),
+        base_url,
         api_key,
         timeout=config.doc2.timeout_seconds,
-        verify=verify,
+        verify=client_context(config.doc2.ca_file),  # no ca_file: the system's trust store (and SSL_CERT_FILE)
+        proxy=settings.proxies.for_url(base_url),
         deadline=deadline,
     )
 
@@ -55,7 +56,7 @@ def run_import(
 ) -> RunReport:
     config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
-    secrets = secrets or secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
+    secrets = secrets or secret_source(settings)
     own_state = state is None
     state = state or open_state_store(settings.state_url, read_only=dry_run)  # a dry run creates no database
     deadline = time.monotonic() + settings.run_time_budget_seconds if settings.run_time_budget_seconds else None
@@ -90,7 +91,7 @@ def run_test_login(settings: Settings, config: Config, names: list[str] | None =
     """DOC²'s TEST LOGIN: sign in to each mailbox, open its folders, check the DOC² key."""
     config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
-    secrets = secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
+    secrets = secret_source(settings)
     state = open_state_store(settings.state_url, read_only=True)  # TEST LOGIN creates no database
     doc2_problem = _check_doc2(config, settings, secrets)
     results = []

@@ -11,10 +11,11 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .network import Proxies
 from .urls import url_problem
 
 DEFAULT_CONFIG_PATH = "accounts.yaml"
@@ -40,6 +41,7 @@ class Settings:
     ca_bundles: tuple[Path, ...]  # trust when a client has no ca_file of its own: SSL_CERT_FILE, REQUESTS_CA_BUNDLE
     environ: Mapping[str, str]  # where secrets come from when there is no Key Vault
     problems: tuple[str, ...] = ()  # what is wrong with the environment; see check()
+    proxies: Proxies = field(default_factory=Proxies)  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY, for every HTTP client
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, config_path: str | None = None) -> Settings:
@@ -60,6 +62,7 @@ class Settings:
                 problems.append(f"environment variable {variable}: {problem}")
             values[variable] = value if value and not problem else default
         state_url = env.get("INGEST_STATE_URL") or DEFAULT_STATE_URL
+        proxies = Proxies.from_environ(env, problems)
         problems.extend(_state_url_problems(state_url))
         return cls(
             config_path=Path(config_path or env.get("INGEST_CONFIG") or DEFAULT_CONFIG_PATH),
@@ -75,6 +78,7 @@ class Settings:
             ),
             environ=env,
             problems=tuple(problems),
+            proxies=proxies,
         )
 
     def check(self) -> None:

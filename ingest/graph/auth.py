@@ -17,8 +17,10 @@ write) it is the secret ``ingest-token-cache-<account>``; without, the file ``.i
 encrypted with a key derived (scrypt) from the secret ``token-cache-key`` (env ``TOKEN_CACHE_KEY``).
 
 Every HTTP request msal makes goes through a ``requests`` session with ``trust_env = False`` (so that
-``REQUESTS_CA_BUNDLE`` cannot silently replace our ``verify``) and ``verify`` = the account's CA file, or the
-default trust store. Entra's refusals are turned into :class:`AccountError` messages that say what to do;
+``REQUESTS_CA_BUNDLE`` cannot silently replace our ``verify``), ``verify`` = the account's CA file (the merged
+SSL_CERT_FILE/REQUESTS_CA_BUNDLE when it has none of its own), or the default trust store, and the proxy that
+:class:`ingest.network.Proxies` chooses for the authority host (HTTPS_PROXY unless NO_PROXY exempts it).
+Entra's refusals are turned into :class:`AccountError` messages that say what to do;
 an unreachable authority is :class:`ConnectionLost` (the account waits for the next run).
 """
 
@@ -48,6 +50,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ..errors import AccountError, ConfigError, ConnectionLost, IngestError, SecretError
+from ..network import Proxies
 
 if TYPE_CHECKING:
     from ..config import GraphAccount, ImapAccount, Pop3Account
@@ -191,11 +194,13 @@ def default_token_cache(
 # --- HTTP for msal -----------------------------------------------------------------------------------------------
 
 
-def http_session(ca_file: str | None) -> requests.Session:
-    """The session msal uses: environment ignored (proxies, REQUESTS_CA_BUNDLE), TLS verified against ca_file."""
+def http_session(ca_file: str | None, proxies: dict[str, str] | None = None) -> requests.Session:
+    """The session msal uses: the library's own reading of the environment off (REQUESTS_CA_BUNDLE would replace
+    ``verify``); TLS verified against ca_file; ``proxies`` as :meth:`ingest.network.Proxies.requests_proxies` chose."""
     session = requests.Session()
     session.trust_env = False
     session.verify = ca_file if ca_file else True
+    session.proxies = dict(proxies or {})
     return session
 
 
@@ -484,11 +489,13 @@ def _client_id(account: GraphAccount | ImapAccount | Pop3Account, secrets: Calla
     return secrets(_required(account, "client_id_secret")).strip()
 
 
-def _app_options(authority_host: str, tenant_id: str, ca_file: str | None) -> dict[str, Any]:
+def _app_options(
+    authority_host: str, tenant_id: str, ca_file: str | None, proxies: Proxies | None = None
+) -> dict[str, Any]:
     return {
         "authority": authority_url(authority_host, tenant_id),
         "instance_discovery": _instance_discovery(authority_host),
-        "http_client": http_session(ca_file),
+        "http_client": http_session(ca_file, (proxies or Proxies()).requests_proxies(authority_host)),
         "timeout": HTTP_TIMEOUT_SECONDS,
     }
 
@@ -502,6 +509,7 @@ def graph_token_source(
     ca_file: str | None,
     token_cache: TokenCacheStore | None = None,
     assertion_credential: Any = None,
+    proxies: Proxies | None = None,
 ) -> TokenSource:
     """Tokens for Microsoft Graph in the account's ``auth`` mode. Reads the secrets it needs now.
 
@@ -509,7 +517,7 @@ def graph_token_source(
     default ``ManagedIdentityCredential()`` (system-assigned, or user-assigned through ``AZURE_CLIENT_ID``).
     """
     context = _context(account)
-    options = _app_options(authority_host, account.tenant_id, ca_file)
+    options = _app_options(authority_host, account.tenant_id, ca_file, proxies)
     authority = options["authority"]
     client_id = _client_id(account, secrets)
     delegated = account.auth in ("password", "device_code")
@@ -575,11 +583,14 @@ def outlook_token_source(
     authority_host: str,
     ca_file: str | None = None,
     scope: str = OUTLOOK_SCOPE,
+    proxies: Proxies | None = None,
 ) -> TokenSource:
     """App-only tokens for IMAP/POP3 XOAUTH2 on Exchange Online (client ID + secret of the account)."""
     tenant_id = _required(account, "tenant_id")
     context = _context(account) | {"auth": "client_secret"}
-    options = _app_options(authority_host, tenant_id, ca_file or (str(account.ca_file) if account.ca_file else None))
+    options = _app_options(
+        authority_host, tenant_id, ca_file or (str(account.ca_file) if account.ca_file else None), proxies
+    )
     client_id = _client_id(account, secrets)
     secret = secrets(_required(account, "client_secret_secret")).strip()
     app = _call(
@@ -599,11 +610,12 @@ def sign_in_with_device_code(
     ca_file: str | None,
     token_cache: TokenCacheStore,
     prompt: Callable[[str], None],
+    proxies: Proxies | None = None,
 ) -> str:
     """The one-time interactive sign-in of a device_code account: shows the code, waits for the user, then saves
     the token cache. Returns the signed-in user name."""
     context = _context(account) | {"auth": "device_code"}
-    options = _app_options(authority_host, account.tenant_id, ca_file)
+    options = _app_options(authority_host, account.tenant_id, ca_file, proxies)
     authority = options["authority"]
     client_id = _client_id(account, secrets)
     cache = msal.SerializableTokenCache()

@@ -15,8 +15,9 @@ attachment downloads alike, passes :class:`RequestGuard`:
 A whole URL from Graph (``@odata.nextLink``) is followed only on the configured endpoint (same scheme, host and
 port, under ``/v1.0``): anything else is an :class:`~ingest.errors.AccountError` and the bearer token stays here.
 
-The request adapter is msgraph's own, handed our httpx client (test-CA aware, ``trust_env = False``, connect and
-read time-outs) and a bearer-token provider backed by :class:`ingest.graph.auth.TokenSource`.
+The request adapter is msgraph's own, handed our httpx client (test-CA aware, ``trust_env = False`` with the proxy
+:class:`ingest.network.Proxies` chose for the endpoint, connect and read time-outs) and a bearer-token provider
+backed by :class:`ingest.graph.auth.TokenSource`.
 
 Besides the SDK, :class:`GraphSession` sends JSON batches itself (:meth:`GraphSession.batch`: at most
 :data:`MAX_BATCH` requests each, the requests Graph answered 429/503/504 sent again after their ``Retry-After``) and
@@ -268,7 +269,14 @@ class GraphSession:
     """One mailbox's GraphServiceClient with its event loop; :meth:`close` never raises."""
 
     def __init__(
-        self, graph_endpoint: str, tokens: TokenSource, *, ca_file: str | None, deadline: float | None, where: str
+        self,
+        graph_endpoint: str,
+        tokens: TokenSource,
+        *,
+        ca_file: str | None,
+        deadline: float | None,
+        where: str,
+        proxy: str | None = None,
     ) -> None:
         from msgraph import GraphServiceClient  # lazy: importing msgraph takes seconds
         from msgraph.graph_request_adapter import GraphRequestAdapter
@@ -277,6 +285,7 @@ class GraphSession:
         self.tokens = tokens
         self._deadline = deadline
         self._where = where
+        self._proxy = proxy
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"graph {where}", daemon=True)
         self._thread.start()
@@ -295,6 +304,7 @@ class GraphSession:
                 max_connections=MAX_CONCURRENT_REQUESTS * 2, max_keepalive_connections=MAX_CONCURRENT_REQUESTS
             ),
             trust_env=False,
+            proxy=self._proxy,
         )
         middleware: list[BaseMiddleware] = [
             RequestGuard(self.tokens, deadline=deadline, where=where),

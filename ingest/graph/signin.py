@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ..config import GraphAccount
 from ..secrets import SecretSource, secret_source, token_cache_source
 from ..settings import Settings
+from ..tls import combined_bundle
 from .auth import TokenCacheStore, default_token_cache, sign_in_with_device_code
 
 
@@ -26,20 +27,23 @@ def device_code_signin(
     secrets: SecretSource | None = None,
     token_cache: TokenCacheStore | None = None,
 ) -> str:
-    """Signs in interactively and stores the token cache; returns the signed-in user name."""
-    secrets = secrets or secret_source(settings.key_vault_url, settings.environ, authority_host=settings.authority_host)
+    """Signs in interactively and stores the token cache; returns the signed-in user name. Trust and proxy as for
+    ``import``: the account's ca_file, else SSL_CERT_FILE/REQUESTS_CA_BUNDLE; HTTPS_PROXY unless NO_PROXY."""
+    secrets = secrets or secret_source(settings)
+    ca_file = account.ca_file or combined_bundle(settings.ca_bundles)
     return sign_in_with_device_code(
         account,
         secrets,
         authority_host=settings.authority_host,
         graph_endpoint=settings.graph_endpoint,
-        ca_file=str(account.ca_file) if account.ca_file else None,
+        ca_file=str(ca_file) if ca_file else None,
         token_cache=token_cache or token_cache_store(account, settings, secrets),
         prompt=prompt,
+        proxies=settings.proxies,
     )
 
 
 def token_cache_store(account: GraphAccount, settings: Settings, secrets: SecretSource) -> TokenCacheStore:
     """The store of a device_code account's token cache, for the runs and for the sign-in alike."""
-    source = token_cache_source(settings.token_cache_vault_url, secrets, authority_host=settings.authority_host)
+    source = token_cache_source(settings, secrets)
     return default_token_cache(account.name, source)

@@ -25,7 +25,9 @@ def open_mailbox(
         if account.auth == "xoauth2":
             from ..graph.auth import outlook_token_source  # lazy: msal only when needed
 
-            token_source = outlook_token_source(account, secrets, authority_host=settings.authority_host)
+            token_source = outlook_token_source(
+                account, secrets, authority_host=settings.authority_host, proxies=settings.proxies
+            )
         if isinstance(account, ImapAccount):
             from .imap import ImapMailbox
 
@@ -50,4 +52,5 @@ def open_mailbox(
         cursors=state,
         keep_cursor=not dry_run,
         token_cache=token_cache,
+        proxies=settings.proxies,
     )

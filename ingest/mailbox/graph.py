@@ -63,6 +63,7 @@ from ..graph.delta import CURSOR_NAME, MAX_CARRY, Cursor, CursorStore, fingerpri
 from ..graph.delta import PAGE_SIZE as DELTA_PAGE_SIZE
 from ..mailbody import read_body
 from ..model import Blob, Extraction, MessageHeaders, MessageRef, SkippedPart
+from ..network import Proxies
 from ..rawmail import RawMail
 from ..retry import default_policy
 from ..rules import MessageFacts
@@ -112,6 +113,7 @@ class GraphMailbox:
         page_size: int = DEFAULT_PAGE_SIZE,
         cursors: CursorStore | None = None,
         keep_cursor: bool = True,
+        proxies: Proxies | None = None,
     ) -> None:
         """With ``cursors`` (the state store) the source folder is read by delta query (``ingest.graph.delta``),
         and unless ``keep_cursor`` is False (a dry run) the cursor moves on when the session ends without an
@@ -121,6 +123,7 @@ class GraphMailbox:
         self._authority_host = authority_host
         self._graph_endpoint = graph_endpoint.rstrip("/")
         self._ca_file = ca_file
+        self._proxies = proxies or Proxies()
         self._deadline = deadline
         self._token_cache = token_cache
         self._assertion_credential = assertion_credential
@@ -152,9 +155,15 @@ class GraphMailbox:
             ca_file=self._ca_file,
             token_cache=self._token_cache,
             assertion_credential=self._assertion_credential,
+            proxies=self._proxies,
         )
         self._session = GraphSession(
-            self._graph_endpoint, tokens, ca_file=self._ca_file, deadline=self._deadline, where=self._where
+            self._graph_endpoint,
+            tokens,
+            ca_file=self._ca_file,
+            deadline=self._deadline,
+            where=self._where,
+            proxy=self._proxies.for_url(self._graph_endpoint),
         )
         return self
 
