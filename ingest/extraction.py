@@ -39,7 +39,7 @@ from tnefparse.tnef import TNEF
 from .errors import DocumentError
 from .filenames import DEFAULT_STEM, numbered_filename, sanitise_filename
 from .filters import strict_addresses
-from .model import Blob, Document, Extraction, MessageHeaders, SkippedPart, as_blob
+from .model import Blob, Document, Extraction, MessageHeaders, SkippedPart, as_blob, too_big
 from .rawmail import LeanMessage, RawMail, lean_message
 from .sniffing import is_tnef, sniff_content_type
 
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_NESTING_DEPTH = 20
+# tnefparse reads a winmail.dat whole, and its files besides: a bigger one is uploaded as it came, not unpacked.
+MAX_TNEF_BYTES = 64 * 1024 * 1024
 # More documents than this in one message is not a mail anyone sends by hand (a zip-bomb-like part count): the
 # message goes to the failed folder with the reason instead of flooding DOC².
 MAX_DOCUMENTS_PER_MESSAGE = 500  # attached messages inside attached messages
@@ -610,13 +612,16 @@ def _leaf(part: Message, path: str, context: _MessageContext, walk: _Walk) -> No
         )
         return
     load = _part_loader(part, walk.lean)
-    if _is_tnef_part(content_type, filename, load):
-        _tnef(filename, path, load, walk)
+    if is_tnef_part(content_type, filename, load):
+        walk.candidates.extend(tnef_candidates(filename, path, load, walk.notes))
         return
     walk.candidates.append(Candidate(filename, content_type, path, load, is_inline=inline, content_id=content_id))
 
 
-def _is_tnef_part(content_type: str, filename: str | None, load: Callable[[], bytes | Blob]) -> bool:
+def is_tnef_part(content_type: str, filename: str | None, load: Callable[[], bytes | Blob]) -> bool:
+    """True for a winmail.dat, by its type, its name, or (a ``.dat`` renamed by a gateway) its first bytes.
+    Every source asks this (the MIME walk, Graph's file attachments): one TNEF path for all."""
+    content_type = content_type.split(";", 1)[0].strip().lower()
     name = (filename or "").lower()
     if content_type in TNEF_TYPES or name == "winmail.dat":
         return True
@@ -763,26 +768,36 @@ class _TnefError(Exception):
     pass
 
 
-def _tnef(filename: str | None, path: str, load: Callable[[], bytes | Blob], walk: _Walk) -> None:
+def tnef_candidates(
+    filename: str | None, path: str, load: Callable[[], bytes | Blob], notes: list[SkippedPart]
+) -> list[Candidate]:
+    """The files inside a winmail.dat as candidates ``path.1``, ``path.2``...; the winmail.dat itself, with a note
+    in ``notes``, when it cannot be unpacked or is too big to unpack in memory (tnefparse reads it whole)."""
     name = filename or "winmail.dat"
     try:
-        loaded = load()
-        data = loaded if isinstance(loaded, bytes) else loaded.read()  # tnefparse reads from memory
+        loaded = as_blob(load())
     except UndecodablePart:
         # select_documents reports the undecodable part
-        walk.candidates.append(Candidate(name, "application/vnd.ms-tnef", path, load))
-        return
+        return [Candidate(name, "application/vnd.ms-tnef", path, load)]
+    if loaded.size > MAX_TNEF_BYTES:
+        notes.append(
+            SkippedPart(name, f"TNEF not unpacked: {too_big('it', loaded.size, MAX_TNEF_BYTES)}; uploaded as it came")
+        )
+        return [Candidate(name, "application/vnd.ms-tnef", path, lambda: loaded, loaded.size)]
+    data = loaded.read()
+    loaded.close()
     try:
         files = _unpack_tnef(data)
     except _TnefError as err:
         logger.info("TNEF part %s could not be unpacked: %s", path, err)
-        walk.notes.append(SkippedPart(name, f"TNEF could not be unpacked: {err}"))
-        walk.candidates.append(Candidate.from_bytes(name, "application/vnd.ms-tnef", path, data))
-        return
+        notes.append(SkippedPart(name, f"TNEF could not be unpacked: {err}"))
+        return [Candidate.from_bytes(name, "application/vnd.ms-tnef", path, data)]
     if not files:
-        walk.notes.append(SkippedPart(name, "TNEF holds no attachments, only the message body"))
-    for number, (file_name, content) in enumerate(files, 1):
-        walk.candidates.append(Candidate.from_bytes(file_name, "application/octet-stream", f"{path}.{number}", content))
+        notes.append(SkippedPart(name, "TNEF holds no attachments, only the message body"))
+    return [
+        Candidate.from_bytes(file_name, "application/octet-stream", f"{path}.{number}", content)
+        for number, (file_name, content) in enumerate(files, 1)
+    ]
 
 
 _TNEF_HEADER = struct.Struct("<BHHI")  # level, attribute id, attribute type, length

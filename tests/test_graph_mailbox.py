@@ -13,6 +13,7 @@ import pytest
 
 from ingest.errors import AccountError, ConnectionLost, DocumentError
 from ingest.model import MessageRef
+from tests import samples
 from tests.support.ca import TestCA
 from tests.support.graph_server import FileAttachment, ItemAttachment, ReferenceAttachment
 from tests.support.microsoft import PNG, MicrosoftCloud, mail_with_attachment, pdf
@@ -155,6 +156,27 @@ def test_attached_mail_is_imported_as_eml_with_its_attachments(cloud: MicrosoftC
     assert extraction.documents[1].content.strip().endswith(inner.strip()[-40:])
     assert [d.key.split(":")[0] for d in extraction.documents] == ["g1", "g2", "g2.2"]
     assert item.identity.startswith("mid:")
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("winmail.dat", "application/ms-tnef"), ("ATT00001.dat", "application/octet-stream")],
+)
+def test_winmail_dat_file_attachment_is_unpacked_as_over_imap(
+    cloud: MicrosoftCloud, name: str, content_type: str
+) -> None:
+    files = [("Rechnung März.pdf", samples.make_pdf("Rechnung Maerz")), ("invoice.xml", samples.XML_INVOICE)]
+    cloud.mailbox.add_message(
+        subject="Rechnung", attachments=[FileAttachment(name, samples.make_tnef(files), content_type)]
+    )
+    account = cloud.account()
+    with cloud.open(account) as mailbox:
+        (ref,) = mailbox.list_messages()
+        extraction = mailbox.read(ref).extract(account)
+
+    assert [(d.filename, d.content) for d in extraction.documents] == files
+    assert [d.key.split(":")[0] for d in extraction.documents] == ["g1.1", "g1.2"]
+    assert extraction.skipped == []
 
 
 def test_reference_attachment_is_reported_not_failed(cloud: MicrosoftCloud) -> None:

@@ -47,7 +47,16 @@ import httpx
 
 from ..config import Filters, GraphAccount
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError
-from ..extraction import Candidate, extract_from_mime, message_identity, select_documents
+from ..extraction import (
+    MAX_TNEF_BYTES,
+    TNEF_TYPES,
+    Candidate,
+    extract_from_mime,
+    is_tnef_part,
+    message_identity,
+    select_documents,
+    tnef_candidates,
+)
 from ..filters import message_passes_filters
 from ..graph.auth import TokenCacheStore, graph_token_source
 from ..graph.client import (
@@ -792,7 +801,15 @@ class GraphMailItem:
         for index, attachment in enumerate(self.attachments, 1):
             path = f"g{index}"
             kind = attachment.kind
-            if kind == "file":
+            if kind == "file" and self._may_be_tnef(attachment):
+                # A winmail.dat is unpacked as it is from IMAP: its files are the candidates (read whole, uncut).
+                load = _once(self._loader(attachment, None))
+                content_type = attachment.content_type or "application/octet-stream"
+                if is_tnef_part(content_type, attachment.name, load):
+                    yield from tnef_candidates(attachment.name, path, load, notes)
+                    continue
+                yield Candidate(attachment.name, content_type, path, load, is_inline=attachment.is_inline)
+            elif kind == "file":
                 size = attachment.size
                 yield Candidate(
                     attachment.name,
@@ -808,6 +825,13 @@ class GraphMailItem:
                 yield from self._attached_mail(attachment, path, options, notes)
             elif kind != "reference":  # references are reported by extract()
                 notes.append(SkippedPart(attachment.name or path, f"attachment of unknown type {kind!r}: not read"))
+
+    @staticmethod
+    def _may_be_tnef(attachment: GraphAttachment) -> bool:
+        name = (attachment.name or "").lower()
+        declared = (attachment.content_type or "").split(";", 1)[0].strip().lower()
+        small_enough = attachment.size <= MAX_TNEF_BYTES + SIZE_SLACK  # else it is uploaded as it came, unread
+        return small_enough and (declared in TNEF_TYPES or name.endswith(".dat"))
 
     def _loader(self, attachment: GraphAttachment, limit: int | None) -> Callable[[], bytes | Blob]:
         url = f"/messages/{quote(self.id, safe='')}/attachments/{quote(attachment.id, safe='')}/$value"
@@ -951,6 +975,18 @@ def _as_attached_message(name: str, mime: bytes) -> bytes:
             b"\r\n--" + boundary + b"--\r\n",
         ]
     )
+
+
+def _once(load: Callable[[], bytes | Blob]) -> Callable[[], bytes | Blob]:
+    """``load`` that downloads once: asking whether a .dat is TNEF and unpacking it read the same bytes."""
+    loaded: list[bytes | Blob] = []
+
+    def again() -> bytes | Blob:
+        if not loaded:
+            loaded.append(load())
+        return loaded[0]
+
+    return again
 
 
 def _sizes(attachments: list[GraphAttachment]) -> int:
