@@ -45,7 +45,7 @@ from .report import (
 )
 from .rules import Decision, decide
 from .secrets import SecretSource
-from .state import Settlement, StateStore
+from .state import AccountLock, HeldLock, Settlement, StateStore
 from .tempfiles import sweep_stale as sweep_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Pipeline:
         self._uploads: ThreadPoolExecutor | None = None  # the run's upload pool (per DOC²)
         self._health = Doc2Health()  # uploads DOC² accepted in this run: whose fault a DOC² failure is
         self._contents = ContentIndex(config, state)  # dedupe: content
+        self._lock: AccountLock = HeldLock()  # the account lock of the account being run: checked before each move
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
@@ -107,8 +108,12 @@ class Pipeline:
             if dry_run:
                 self._process_mailbox(account, doc2, report, dry_run=True)
             else:
-                with self.state.account_lock(account.name):
-                    self._process_mailbox(account, doc2, report, dry_run=False)
+                with self.state.account_lock(account.name) as lock:
+                    self._lock = lock
+                    try:
+                        self._process_mailbox(account, doc2, report, dry_run=False)
+                    finally:
+                        self._lock = HeldLock()
         except AccountBusy as err:
             report.outcome, report.error = "busy", str(err)
             log.warning("account %s: %s", account.name, err)
@@ -185,6 +190,7 @@ class Pipeline:
             if ref.key in remembered and account.type == "pop3":
                 report.messages_remembered += 1
                 if not dry_run and getattr(account, "delete_after_import", False) and self._imported(account, ref):
+                    self._lock.check()
                     mailbox.settle(ref, "processed")  # a failed message stays on the server for good
                 continue
             if flight is not None and flight.doc2_down is not None:
@@ -463,6 +469,7 @@ class Pipeline:
         for a reason that is not theirs (Graph still throttling), after recording the others."""
         if not batch:
             return None
+        self._lock.check()  # a run that lost its account's lease moves nothing more
         settle_many = getattr(mailbox, "settle_many", None)
         not_moved: dict[str, IngestError] = {}  # by message key: what settle_many could not move (Graph)
         if settle_many is not None:
@@ -511,6 +518,7 @@ class Pipeline:
         log.warning("%s: %s failed: %s", where, prefix, error)
         if attempts < account.max_attempts and not final:
             return
+        self._lock.check()
         try:
             mailbox.settle(ref, "failed")
         except IngestError as err:

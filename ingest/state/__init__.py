@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from .base import ContentRecord, DuplicateRecord, MessageState, Settlement, StateStore, UploadRecord
+from .base import (
+    AccountLock,
+    ContentRecord,
+    DuplicateRecord,
+    HeldLock,
+    MessageState,
+    Settlement,
+    StateStore,
+    UploadRecord,
+)
 from .factory import open_state_store
 
 __all__ = [
+    "AccountLock",
     "ContentRecord",
     "DuplicateRecord",
+    "HeldLock",
     "MessageState",
     "Settlement",
     "StateStore",

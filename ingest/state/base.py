@@ -65,6 +65,22 @@ class Settlement:
     note: str | None = None
 
 
+class AccountLock(Protocol):
+    """What ``StateStore.account_lock`` hands the run that holds an account."""
+
+    def check(self) -> None:
+        """Raise AccountError when this run no longer holds the account for sure (its lease was lost or may have
+        expired): the run stops before it moves more mail, since another run may be working on the account."""
+        ...
+
+
+class HeldLock:
+    """A lock that cannot be lost while the process lives (an flock): ``check`` never raises."""
+
+    def check(self) -> None:
+        return None
+
+
 class StateStore(Protocol):
     def uploaded(self, account: str, identity: str) -> set[str]:
         """custom_doc_ids of this message already in DOC²."""
@@ -120,7 +136,7 @@ class StateStore(Protocol):
         """Keep ``value`` (at most :data:`MAX_CURSOR_CHARS` characters) as the cursor ``name``; None forgets it."""
         ...
 
-    def account_lock(self, account: str) -> AbstractContextManager[None]:
+    def account_lock(self, account: str) -> AbstractContextManager[AccountLock]:
         """Held for a whole run of one account; raises AccountBusy when another run holds it."""
         ...
 

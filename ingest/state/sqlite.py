@@ -18,7 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import AccountBusy, ConfigError
-from .base import MAX_CURSOR_CHARS, ContentRecord, DuplicateRecord, MessageState, Settlement, Status, UploadRecord
+from .base import (
+    MAX_CURSOR_CHARS,
+    AccountLock,
+    ContentRecord,
+    DuplicateRecord,
+    HeldLock,
+    MessageState,
+    Settlement,
+    Status,
+    UploadRecord,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -210,7 +220,7 @@ class SqliteStateStore:
                 self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now()))
 
     @contextmanager
-    def account_lock(self, account: str) -> Iterator[None]:
+    def account_lock(self, account: str) -> Iterator[AccountLock]:
         self._lock_dir.mkdir(parents=True, exist_ok=True)
         handle = os.open(self._lock_dir / f"{account}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -220,7 +230,7 @@ class SqliteStateStore:
                 raise AccountBusy(
                     f"account {account!r}: another run is working on it (lock {self._lock_dir / account}.lock); skipped"
                 ) from None
-            yield
+            yield HeldLock()
         finally:
             os.close(handle)  # closing releases the flock; a killed process releases it too
 

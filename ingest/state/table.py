@@ -40,7 +40,16 @@ from urllib.parse import parse_qs, urlsplit
 from ..azure_storage import StorageAccount, storage_error
 from ..errors import ConfigError, TransientError
 from ..leases import DEFAULT_LEASE_CONTAINER, BlobLeaseLocks
-from .base import MAX_CURSOR_CHARS, ContentRecord, DuplicateRecord, MessageState, Settlement, Status, UploadRecord
+from .base import (
+    MAX_CURSOR_CHARS,
+    AccountLock,
+    ContentRecord,
+    DuplicateRecord,
+    MessageState,
+    Settlement,
+    Status,
+    UploadRecord,
+)
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -431,9 +440,9 @@ class TableStateStore:
     # -- lock and life cycle ---------------------------------------------------------------------------------
 
     @contextmanager
-    def account_lock(self, account: str) -> Iterator[None]:
-        with self._locks.hold(account):
-            yield
+    def account_lock(self, account: str) -> Iterator[AccountLock]:
+        with self._locks.hold(account) as lease:
+            yield lease
 
     def close(self) -> None:
         self._table.close()
