@@ -1,10 +1,13 @@
-"""The folder-name mapping on its own, with the answers real servers give (no socket)."""
+"""The folder-name mapping on its own, with the answers real servers give, and the providers' quirks (no socket)."""
 
 from __future__ import annotations
 
 import pytest
+from imapclient.exceptions import IMAPClientError
 
+from ingest.mailbox._errors import throttled
 from ingest.mailbox.imap_folders import FolderLayout, FolderNameError, folder_layout
+from ingest.mailbox.imap_providers import login_hint
 
 DOVECOT = folder_layout(((("", "/"),), None, None), "/")
 HOSTING = folder_layout(((("INBOX.", "."),), None, None), ".")  # cPanel, Plesk, Courier
@@ -79,3 +82,33 @@ def test_special_use_of_a_folder() -> None:
 def test_descriptions() -> None:
     assert HOSTING.describe() == "personal prefix 'INBOX.', separator '.'"
     assert DOVECOT.describe() == "no personal prefix, separator '/'"
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "said", "expected"),
+    [
+        ("imap.gmail.com", "password", "[AUTHENTICATIONFAILED] Invalid credentials (Failure)", "app password"),
+        ("IMAP.GMAIL.COM.", "xoauth2", "", "not Google"),
+        ("outlook.office365.com", "password", "LOGIN failed.", "auth xoauth2"),
+        ("outlook.office365.com", "xoauth2", "User is authenticated but not connected.", "Add-MailboxPermission"),
+        ("outlook.office365.com", "xoauth2", "AUTHENTICATE failed.", None),
+        ("mail.example.com", "password", "Authentication failed.", None),
+    ],
+)
+def test_provider_hints_at_sign_in(host: str, auth: str, said: str, expected: str | None) -> None:
+    hint = login_hint(host, auth, said)
+    assert (hint is None) if expected is None else (expected in (hint or ""))
+
+
+@pytest.mark.parametrize(
+    ("said", "busy"),
+    [
+        (b"[UNAVAILABLE] Try again later", True),
+        (b"Server Unavailable. 15", True),  # Exchange Online throttling a mailbox
+        (b"[INUSE] Mailbox in use", True),
+        (b"[CANNOT] Invalid mailbox name", False),
+        (b"Permission denied", False),
+    ],
+)
+def test_throttling_is_told_apart_from_refusal(said: bytes, busy: bool) -> None:
+    assert throttled(IMAPClientError(said)) is busy

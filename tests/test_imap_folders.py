@@ -143,3 +143,17 @@ def test_importing_from_an_all_mail_folder_is_refused(imap_scenario):
     assert account.outcome == "account_failed"
     assert "is the server's \\All folder" in account.error
     assert s.doc2.requests_total == 0
+
+
+def test_a_parent_folder_that_cannot_hold_mail_is_made_a_real_one(imap_scenario):
+    """Dovecot lists the parent of ``Eingang/Lieferanten`` (\\Noselect) though a move into it fails: it counted as
+    existing, and the mail stayed after its documents were uploaded."""
+    s = imap_scenario
+    s.append(invoice_mail(1), folder="Eingang/Lieferanten")
+    s.write_config(s.imap_account(folder="Eingang/Lieferanten", processed_folder="Eingang"))
+
+    account = s.run().accounts[0]
+
+    assert account.outcome == "ok", account.error
+    assert len(s.messages("Eingang")) == 1
+    assert s.messages("Eingang/Lieferanten") == []

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import imaplib
+import socket
+import ssl
 from collections.abc import Callable
+
+# What a broken IMAP connection raises (imaplib's abort: the server hung up or sent garbage).
+IMAP_NETWORK_ERRORS = (OSError, imaplib.IMAP4.abort, ssl.SSLError, socket.timeout)
 
 
 def server_text(err: BaseException) -> str:
@@ -27,3 +33,10 @@ def close_quietly(polite: Callable[[], object], forceful: Callable[[], object]) 
     except Exception:  # noqa: BLE001 - see the docstring
         with contextlib.suppress(Exception):
             forceful()
+
+
+def throttled(err: BaseException) -> bool:
+    """An IMAP refusal that says "not now" rather than "never": RFC 5530's [UNAVAILABLE] and [INUSE], and Exchange
+    Online's "Server Unavailable" when it throttles a mailbox. Worth the next run, not an account error."""
+    text = server_text(err).upper()
+    return any(mark in text for mark in ("[UNAVAILABLE]", "[INUSE]", "SERVER UNAVAILABLE"))

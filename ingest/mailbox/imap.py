@@ -1,16 +1,14 @@
 """IMAP mailboxes through imapclient: UID-based, UIDVALIDITY-aware, fetched without setting \\Seen.
 
 Folder names: the accounts file's "/"-paths are mapped onto the server's own naming (``imap_folders``), learnt once
-per session from NAMESPACE, LIST and SPECIAL-USE. The processed and failed folders are made before anything is
-uploaded (``ensure_targets``), so a folder the server refuses stops the account before DOC² sees a document.
+per session from NAMESPACE, LIST and SPECIAL-USE (``imap_folder_session``). The processed and failed folders are
+made before anything is uploaded (``ensure_targets``), so a folder the server refuses stops the account before DOC²
+sees a document. Provider quirks at sign-in: ``imap_providers``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import imaplib
 import logging
-import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,9 +21,10 @@ from ..errors import AccountError, ConnectionLost, DocumentError
 from ..extraction import parse_headers
 from ..model import BlobWriter, FileBlob, MessageRef
 from ..tls import client_context
-from . import imap_folders, imap_sections
-from ._errors import close_quietly, describe, server_text
+from . import imap_providers, imap_sections
+from ._errors import IMAP_NETWORK_ERRORS, close_quietly, describe, server_text, throttled
 from .base import Outcome
+from .imap_folder_session import SessionFolders
 from .mime import MimeMailItem
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ LARGE_MESSAGE_BYTES = 8 * 1024 * 1024
 FETCH_PIECE_BYTES = 4 * 1024 * 1024  # one partial FETCH (BODY.PEEK[]<offset.length>) of a large message
 SETTLE_CHUNK = 500  # UIDs per UID MOVE when messages are settled together
 SECTIONS_PER_FETCH = 200  # sections of one message per FETCH command when parts are left out (line length)
-_NETWORK_ERRORS = (OSError, imaplib.IMAP4.abort, ssl.SSLError, socket.timeout)
+_NETWORK_ERRORS = IMAP_NETWORK_ERRORS
 
 TokenSource = Callable[[], str]
 
@@ -54,11 +53,10 @@ class ImapMailbox:
         self._token_source = token_source
         self._client: IMAPClient | None = None
         self._uidvalidity = 0
-        self._layout = imap_folders.FolderLayout()
+        self._folders: SessionFolders | None = None  # the server's folder naming, learnt once per session
         self._sizes: dict[int, int] = {}
         self._order: list[int] = []
         self._prefetched: dict[int, bytes] = {}
-        self._folders_seen: set[str] = set()  # server names of target folders known to exist in this session
         self._where = f"IMAP {account.host}:{account.effective_port} (account {account.name!r})"
 
     # -- session ---------------------------------------------------------------------------------------------
@@ -69,7 +67,8 @@ class ImapMailbox:
         # repr() for a debug log nobody reads: three quarters of the CPU of a FETCH, and mail content in a log.
         self._client._imap.debug = 0
         self._login()
-        self._layout = self._learn_layout()
+        configured = (self.account.folder, *(folder for _role, folder in self._targets()))
+        self._folders = SessionFolders.learn(self._client, self._where, configured)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -114,97 +113,65 @@ class ImapMailbox:
             else:
                 self._require().login(account.username, self._secrets(account.password_secret or ""))
         except LoginError as err:
+            said = server_text(err)
+            hint = imap_providers.login_hint(account.host, account.auth, said)
             raise AccountError(
-                f"{self._where}: login refused for user {account.username!r}: {server_text(err)}; "
-                f"check the password in secret {account.password_secret!r}"
-                if account.auth == "password"
-                else f"{self._where}: XOAUTH2 login refused for {account.username!r}: {server_text(err)}"
+                (
+                    f"{self._where}: login refused for user {account.username!r}: {said}; "
+                    f"check the password in secret {account.password_secret!r}"
+                    if account.auth == "password"
+                    else f"{self._where}: XOAUTH2 login refused for {account.username!r}: {said}"
+                )
+                + (f" ({hint})" if hint else "")
             ) from None
         except _NETWORK_ERRORS as err:
             raise AccountError(f"{self._where}: connection lost during login: {describe(err)}") from err
 
     # -- folder names ----------------------------------------------------------------------------------------
 
-    def _learn_layout(self) -> imap_folders.FolderLayout:
-        """Ask the server once how it names folders: NAMESPACE (else LIST's delimiter) and its special folders."""
-        client = self._require()
-        configured = (self.account.folder, self.account.processed_folder, self.account.failed_folder)
-        try:
-            namespaces = client.namespace() if client.has_capability("NAMESPACE") else None
-            delimiter = self._list_delimiter() if namespaces is None or not namespaces[0] else "/"
-            listing: list = []
-            if client.has_capability("SPECIAL-USE") and client.has_capability("LIST-EXTENDED"):
-                listing = self._list_special()  # only the special folders (RFC 6154 selection option)
-            elif any(name.startswith("\\") for name in configured):
-                listing = client.list_folders()  # servers without LIST-EXTENDED may still flag them in LIST
-        except _NETWORK_ERRORS as err:
-            raise AccountError(f"{self._where}: connection lost while listing folders: {describe(err)}") from err
-        except IMAPClientError as err:
-            raise AccountError(f"{self._where}: the server refused to list folders: {describe(err)}") from err
-        layout = imap_folders.folder_layout(namespaces, delimiter, listing)
-        log.debug("%s: folders: %s", self._where, layout.describe())
-        return layout
-
-    def _list_delimiter(self) -> str | None:
-        for _flags, delimiter, _name in self._require().list_folders(directory="", pattern=""):
-            return delimiter.decode() if isinstance(delimiter, bytes) else delimiter
-        return "/"
-
-    def _list_special(self) -> list:
-        client = self._require()
-        typ, data = client._imap._simple_command("LIST", "(SPECIAL-USE)", '""', '"*"')
-        client._checkok("LIST", typ, data)
-        typ, data = client._imap._untagged_response(typ, data, "LIST")
-        return client._proc_folder_list(data)  # imapclient's own parsing of LIST answers (modified UTF-7 decoded)
-
     def resolve_folder(self, folder: str) -> str:
         """The server's name for a folder of the accounts file ("/"-path, server form or ``\\Use``); for every
         command that names a folder (the retry command moves mail back with it too)."""
-        try:
-            return self._layout.server_name(folder)
-        except imap_folders.FolderNameError as err:
-            raise AccountError(f"{self._where}: folder {folder!r}: {err}") from None
+        return self._session_folders().resolve(folder)
+
+    def _session_folders(self) -> SessionFolders:
+        if self._folders is None:
+            raise RuntimeError("ImapMailbox used outside its 'with' block")
+        return self._folders
 
     # -- TEST LOGIN ------------------------------------------------------------------------------------------
 
     def check(self) -> list[str]:
         """Sign-in, the server's folder naming, the source folder and each target folder as named on this server;
         a missing target folder is created now (the only sure test that the server allows it)."""
-        notes = [f"folder names on this server: {self._layout.describe()}"]
+        folders = self._session_folders()
+        notes = [f"folder names on this server: {folders.layout.describe()}"]
         info = self._select_source()
-        source = self.resolve_folder(self.account.folder)
+        source = folders.resolve(self.account.folder)
         notes.append(
-            f"source folder {self.account.folder!r} -> {source!r}{self._use_note(source)}: "
-            f"{info.get(b'EXISTS', 0)} messages"
+            f"source folder {self.account.folder!r} -> {folders.describe(source)}: {info.get(b'EXISTS', 0)} messages"
         )
-        for role, folder in (("processed", self.account.processed_folder), ("failed", self.account.failed_folder)):
-            name = self.resolve_folder(folder)
-            created = self._ensure_target(role, folder)
-            state = "created now (it was missing)" if created else "exists"
-            notes.append(f"{role} folder {folder!r} -> {name!r}{self._use_note(name)}: {state}")
-            warning = self._target_warning(name)
+        for role, folder in self._targets():
+            name = folders.resolve(folder)
+            state = "created now (it was missing)" if folders.ensure(role, folder) else "exists"
+            notes.append(f"{role} folder {folder!r} -> {folders.describe(name)}: {state}")
+            warning = folders.target_warning(name)
             if warning:
                 notes.append(f"warning: {role} folder {folder!r}: {warning}")
         return notes
 
-    def _use_note(self, name: str) -> str:
-        use = self._layout.special_use(name)
-        return f" ({use})" if use else ""
-
-    def _target_warning(self, name: str) -> str | None:
-        use = self._layout.special_use(name)
-        if use and use.lower() in imap_folders.EPHEMERAL_USES:
-            return f"the server marks it {use}: mail moved there may be deleted by the server after a while"
-        return None
-
     def ensure_targets(self) -> None:
         """Make the processed and failed folders now, before anything is uploaded: a folder the server refuses is
         an AccountError that names it, and no document of this run reaches DOC² first."""
-        for role, folder in (("processed", self.account.processed_folder), ("failed", self.account.failed_folder)):
-            self._ensure_target(role, folder)
-            warning = self._target_warning(self.resolve_folder(folder))
+        folders = self._session_folders()
+        for role, folder in self._targets():
+            folders.ensure(role, folder)
+            warning = folders.target_warning(folders.resolve(folder))
             if warning:
                 log.warning("%s: %s folder %r: %s", self._where, role, folder, warning)
+
+    def _targets(self) -> list[tuple[str, str]]:
+        return [("processed", self.account.processed_folder), ("failed", self.account.failed_folder)]
 
     # -- listing and fetching --------------------------------------------------------------------------------
 
@@ -376,15 +343,16 @@ class ImapMailbox:
         target = self.account.processed_folder if outcome == "processed" else self.account.failed_folder
         uids = [int(ref.ref) for ref in refs]
         what = f"UID {uids[0]}" if len(uids) == 1 else f"{len(uids)} UIDs ({uids[0]}...)"
-        self._ensure_target(outcome, target)
-        path = self.resolve_folder(target)
+        folders = self._session_folders()
+        folders.ensure(outcome, target)
+        path = folders.resolve(target)
         try:
             for start in range(0, len(uids), SETTLE_CHUNK):
                 self._move(uids[start : start + SETTLE_CHUNK], path)
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while moving {what}: {describe(err)}") from err
         except IMAPClientError as err:
-            if _throttled(err):
+            if throttled(err):
                 raise ConnectionLost(
                     f"{self._where}: the server is busy; moving {what} waits for the next run: {server_text(err)}"
                 ) from err
@@ -404,50 +372,9 @@ class ImapMailbox:
         else:
             log.warning("%s: server lacks UIDPLUS; UIDs %s flagged \\Deleted, not expunged", self._where, uids)
 
-    def _ensure_target(self, role: str, folder: str) -> bool:
-        """Make a processed/failed folder (and its parents) unless it exists; True when it was created now."""
-        name = self.resolve_folder(folder)
-        if name in self._folders_seen:
-            return False
-        try:
-            created = self._create_folder(name)
-        except _NETWORK_ERRORS as err:
-            raise ConnectionLost(
-                f"{self._where}: connection lost while checking folder {folder!r}: {describe(err)}"
-            ) from err
-        except IMAPClientError as err:
-            if _throttled(err):
-                raise ConnectionLost(f"{self._where}: the server is busy: {server_text(err)}") from err
-            raise AccountError(
-                f"{self._where}: the {role} folder {folder!r} (on this server {name!r}) cannot be created: "
-                f"{server_text(err)}; fix '{role}_folder' in the accounts file "
-                f"(folder names on this server: {self._layout.describe()})"
-            ) from None
-        self._folders_seen.add(name)
-        return created
-
-    def _create_folder(self, name: str) -> bool:
-        client = self._require()
-        if client.folder_exists(name):
-            return False
-        for partial in [*self._layout.parents(name), name]:
-            if partial.upper() == "INBOX" or client.folder_exists(partial):
-                continue
-            log.info("%s: creating folder %r", self._where, partial)
-            client.create_folder(partial)
-            with contextlib.suppress(IMAPClientError):
-                client.subscribe_folder(partial)
-        return True
-
     def _select_source(self) -> dict[bytes, object]:
         client = self._require()
-        source = self.resolve_folder(self.account.folder)
-        use = self._layout.special_use(source)
-        if use and use.lower() in imap_folders.VIRTUAL_USES:
-            raise AccountError(
-                f"{self._where}: source folder {self.account.folder!r} is the server's {use} folder: mail moved out "
-                f"of it is still listed there (Gmail's All Mail shows every label); import from INBOX or a label"
-            )
+        source = self._session_folders().check_source(self.account.folder)
         try:
             info = client.select_folder(source)
         except IMAPClientError as err:
@@ -468,13 +395,6 @@ class ImapMailbox:
         if self._client is None:
             raise RuntimeError("ImapMailbox used outside its 'with' block")
         return self._client
-
-
-def _throttled(err: BaseException) -> bool:
-    """A refusal that says "not now" rather than "never": RFC 5530's [UNAVAILABLE]/[INUSE], Exchange Online's
-    "Server Unavailable" when it throttles a mailbox."""
-    text = server_text(err).upper()
-    return any(mark in text for mark in ("[UNAVAILABLE]", "[INUSE]", "SERVER UNAVAILABLE"))
 
 
 def _timeouts(read: float):  # imapclient's SocketTimeout(connect, read)
