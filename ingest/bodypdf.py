@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from importlib.resources import files
 from pathlib import Path
-
-from fpdf import FPDF
-from fpdf.enums import ResourceAccessPolicy
-from fpdf.fonts import TextStyle
+from typing import TYPE_CHECKING
 
 from .filenames import sanitise_filename
 from .mailbody import MailBody
 from .model import BytesBlob, Document, MessageHeaders
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ class _Page:
     """One PDF: the header block, then the body."""
 
     def __init__(self, headers: MessageHeaders) -> None:
+        from fpdf import FPDF  # ~0.3 s of imports: paid by the first body rendered, not by every start
+        from fpdf.enums import ResourceAccessPolicy
+
         self.pdf = FPDF(format="A4")
         self.pdf.resource_access_policy = ResourceAccessPolicy.NONE
         self.pdf.set_creation_date(headers.received or datetime(2000, 1, 1, tzinfo=UTC))  # same bytes every time
@@ -101,6 +104,8 @@ class _Page:
         self.pdf.set_font(self.family, size=10)
 
     def html(self, markup: str) -> bytes:
+        from fpdf.fonts import TextStyle
+
         self.pdf.write_html(
             markup if self.family == _FONT_FAMILY else self._safe(markup),
             font_family=self.family,

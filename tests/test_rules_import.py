@@ -135,7 +135,11 @@ def test_graph_rules_route_skip_and_match_the_body(cloud: MicrosoftCloud, doc2_s
         body="Ihre Bestellnummer: 42",
         attachments=[FileAttachment("order.pdf", pdf(), "application/pdf")],
     )
-    by_body = {"name": "orders", "match": {"body": r"(?i)bestellnummer: \d+"}, "then": {"document_type": "order"}}
+    by_body = {
+        "name": "orders",
+        "match": {"to": ["INVOICES@contoso.example"], "body": r"(?i)bestellnummer: \d+"},
+        "then": {"document_type": "order"},
+    }
     rules = [*RULES, by_body]
     dry = run_graph(cloud, doc2_server, tmp_path, dry_run=True, rules=rules).accounts[0]
     assert {r.subject: r.rule for r in dry.routing} == {
