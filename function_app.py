@@ -7,6 +7,8 @@ done in the ``ingest`` package (``ingest.jobs``).
 - ``account_import_poison``: a job that failed host.json maxDequeueCount times; reports the account as failed.
 - ``POST /api/accounts/{name}/test`` and ``POST /api/accounts/{name}/import`` (function key): test-login and
   import of one account, answered with JSON.
+- ``POST /api/graph/notifications`` (anonymous, checked by clientState): Graph change notifications; queues an
+  import job for the account (``ingest.live``).
 """
 
 import json
@@ -14,7 +16,7 @@ import logging
 
 import azure.functions as func
 
-from ingest import jobs, telemetry
+from ingest import jobs, live, telemetry
 
 telemetry.configure()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -62,6 +64,14 @@ def account_test_login(req: func.HttpRequest) -> func.HttpResponse:
 def account_import(req: func.HttpRequest) -> func.HttpResponse:
     """DOC²'s IMPORT for one account: 200 with the run report, 409 busy, 502 the account failed, 404 unknown."""
     return _json(jobs.import_account(req.route_params["name"]))
+
+
+@app.route(route="graph/notifications", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    """Graph change notifications (anonymous: Graph sends no function key; each one is checked by its clientState):
+    the validation handshake, else 202 at once after queueing an import job of the account."""
+    answer = live.receive_notification(dict(req.params), req.get_body())
+    return func.HttpResponse(answer.body, status_code=answer.status, mimetype=answer.content_type, charset="utf-8")
 
 
 def _json(answer: jobs.Answer) -> func.HttpResponse:

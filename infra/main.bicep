@@ -81,6 +81,9 @@ param ingestConfigPath string = '/home/site/wwwroot/accounts.yaml'
 @description('DOC² API base; empty keeps doc2.base_url of the accounts file.')
 param doc2BaseUrl string = ''
 
+@description('Public https base URL where Graph delivers change notifications (a custom domain or front door); empty: the app\'s own default host name (WEBSITE_HOSTNAME).')
+param publicBaseUrl string = ''
+
 @description('Upper bound of Function App instances.')
 @minValue(1)
 @maxValue(1000)
@@ -308,6 +311,11 @@ module functionApp './app/function-app.bicep' = {
       {
         name: 'DOC2_BASE_URL'
         value: doc2BaseUrl
+      }
+    ], empty(publicBaseUrl) ? [] : [
+      {
+        name: 'INGEST_PUBLIC_BASE_URL'
+        value: publicBaseUrl
       }
     ])
   }

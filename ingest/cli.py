@@ -115,6 +115,10 @@ def _cmd_check(args: argparse.Namespace, settings: Settings, config: Config) -> 
     missing: list[str] = []
     for account in config.accounts:
         print(f"  - {account.name} ({account.type}): {_describe_account(account)}")
+        if isinstance(account, GraphAccount):
+            from .graph.subscriptions import support
+
+            print(f"      change notifications: {support(account, settings) or 'on, kept up by the timer job'}")
         for secret in _secret_names(account):
             if not settings.key_vault_url and not settings.environ.get(env_var_name(secret)):
                 missing.append(

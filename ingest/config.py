@@ -255,6 +255,8 @@ class Pop3Account(_ServerAccount):
 class GraphAccount(_AccountBase):
     type: Literal["graph"]
     folder: str = "Inbox"
+    # Change notifications (ingest.graph.subscriptions): None = on where the app has a public URL.
+    notifications: bool | None = None
     auth: Literal["client_secret", "certificate", "password", "device_code", "federated"] = "client_secret"
     tenant_id: str = Field(min_length=1)
     client_id_secret: SecretName

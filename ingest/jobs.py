@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import telemetry
+from . import live, telemetry
 from .config import Config
 from .errors import ConfigError
 from .queueing import Job, JobQueue
@@ -88,8 +88,10 @@ def run_job(message: str | bytes, *, dequeue_count: int = 1, environ: Mapping[st
                 return None
             if dequeue_count > 1:
                 log.warning("account %s: import job attempt %d", job.account, dequeue_count)
+            live.before_job(settings, config, job)
             report = run_import(_with_budget(settings, QUEUE_RUN_BUDGET_SECONDS), config, [job.account])
             telemetry.record_run(report, trigger=job.trigger or "queue")
+            live.after_job(settings, config, job, report)
             return report.as_dict()
         except Exception as err:
             log.error("account %s: import job failed (attempt %d): %s", job.account, dequeue_count, err)

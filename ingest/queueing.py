@@ -98,17 +98,19 @@ class JobQueue:
     def from_settings(cls, settings: Settings) -> JobQueue:
         return cls(host_storage(settings), queue_name(settings))
 
-    def send_all(self, jobs: Iterable[Job]) -> int:
+    def send_all(self, jobs: Iterable[Job], *, delay_seconds: int = 0) -> int:
+        """Queue ``jobs``; with ``delay_seconds`` they become visible to the trigger only after that long."""
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         sent = 0
         for job in jobs:
+            options = {"time_to_live": JOB_TIME_TO_LIVE_SECONDS, "visibility_timeout": delay_seconds or None}
             try:
                 try:
-                    self._client.send_message(job.to_json(), time_to_live=JOB_TIME_TO_LIVE_SECONDS)
+                    self._client.send_message(job.to_json(), **options)
                 except ResourceNotFoundError:
                     self._create()
-                    self._client.send_message(job.to_json(), time_to_live=JOB_TIME_TO_LIVE_SECONDS)
+                    self._client.send_message(job.to_json(), **options)
             except AzureError as err:
                 raise storage_error(err, f"{self._where}: job for account {job.account}", _ROLE) from err
             sent += 1

@@ -42,6 +42,9 @@ class Settings:
     environ: Mapping[str, str]  # where secrets come from when there is no Key Vault
     problems: tuple[str, ...] = ()  # what is wrong with the environment; see check()
     proxies: Proxies = field(default_factory=Proxies)  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY, for every HTTP client
+    # Where Graph reaches this app for change notifications: INGEST_PUBLIC_BASE_URL, else the app's own host name
+    # in Azure (WEBSITE_HOSTNAME); None: no notifications, the timer alone.
+    public_base_url: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, config_path: str | None = None) -> Settings:
@@ -53,6 +56,7 @@ class Settings:
             "DOC2_BASE_URL": ("https://api.polydocs.io", None),
             "GRAPH_ENDPOINT": (DEFAULT_GRAPH_ENDPOINT, DEFAULT_GRAPH_ENDPOINT),
             "AUTHORITY_HOST": (DEFAULT_AUTHORITY_HOST, DEFAULT_AUTHORITY_HOST),
+            "INGEST_PUBLIC_BASE_URL": ("https://func-ingest.azurewebsites.net", None),
         }
         values: dict[str, str | None] = {}
         for variable, (example, default) in urls.items():
@@ -64,6 +68,7 @@ class Settings:
         state_url = env.get("INGEST_STATE_URL") or DEFAULT_STATE_URL
         proxies = Proxies.from_environ(env, problems)
         problems.extend(_state_url_problems(state_url))
+        public_base_url = _public_base_url(values["INGEST_PUBLIC_BASE_URL"], env, problems)
         return cls(
             config_path=Path(config_path or env.get("INGEST_CONFIG") or DEFAULT_CONFIG_PATH),
             key_vault_url=values["KEY_VAULT_URL"],
@@ -79,12 +84,21 @@ class Settings:
             environ=env,
             problems=tuple(problems),
             proxies=proxies,
+            public_base_url=public_base_url,
         )
 
     def check(self) -> None:
         """Raises ConfigError naming every environment variable whose value cannot be used."""
         if self.problems:
             raise ConfigError("\n".join(self.problems))
+
+
+def _public_base_url(value: str | None, env: Mapping[str, str], problems: list[str]) -> str | None:
+    if value and not value.startswith("https://"):
+        problems.append("environment variable INGEST_PUBLIC_BASE_URL: Graph delivers notifications over https only")
+        return None
+    host = (env.get("WEBSITE_HOSTNAME") or "").strip()
+    return value or (f"https://{host}" if host and not host.startswith(("localhost", "127.")) else None)
 
 
 def _seconds(env: Mapping[str, str], variable: str, problems: list[str]) -> float | None:

@@ -162,6 +162,9 @@ def test_check_command_exit_codes(tmp_path):
     assert valid.returncode == 0, valid.stderr
     assert "ap-invoices (graph)" in valid.stdout and "configuration valid" in valid.stdout
     assert "k3" not in valid.stdout
+    assert "change notifications: off: no public URL" in valid.stdout  # a local run: the timer alone
+    public = run_cli("check", env=base_env | secrets | {"INGEST_PUBLIC_BASE_URL": "https://func-ingest.example"})
+    assert "change notifications: on" in public.stdout
 
     missing = run_cli("check", env=base_env | {k: v for k, v in secrets.items() if k != "LEGACY_POP_PASSWORD"})
     assert missing.returncode == 2

@@ -47,6 +47,7 @@ def test_functions_index_with_their_triggers(functions):
         "account_import_poison",
         "account_test_login",
         "account_import",
+        "graph_notifications",
     }
     for name, setting in (
         ("mail_import_timer", "%MAIL_TIMER_SCHEDULE%"),
@@ -70,12 +71,20 @@ def test_functions_index_with_their_triggers(functions):
         assert trigger["authLevel"] == "FUNCTION"
         assert binding(functions[name], "http")["direction"] == "OUT"
 
+    # Graph cannot send a function key: the notification endpoint is anonymous and checks each clientState.
+    notifications = binding(functions["graph_notifications"], "httpTrigger")
+    assert (notifications["route"], notifications["methods"]) == ("graph/notifications", ["POST"])
+    assert notifications["authLevel"] == "ANONYMOUS"
+
 
 def test_host_json_settings_the_app_relies_on():
     assert HOST_JSON["version"] == "2.0"
     hours, minutes, seconds = map(int, HOST_JSON["functionTimeout"].split(":"))
     timeout = hours * 3600 + minutes * 60 + seconds
     assert timeout >= jobs.QUEUE_RUN_BUDGET_SECONDS + 120  # a queue job ends its run before the host kills it
+    # A job queued by a change notification is picked up within seconds (the host polls an idle queue this often).
+    polling = HOST_JSON["extensions"]["queues"]["maxPollingInterval"]
+    assert int(polling.split(":")[2]) <= 2 and polling.startswith("00:00:")
     sampling = HOST_JSON["logging"]["applicationInsights"]["samplingSettings"]
     assert {"Request", "Exception"} <= set(sampling["excludedTypes"].split(";"))  # failures are never sampled
     levels = HOST_JSON["logging"]["logLevel"]

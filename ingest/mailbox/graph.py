@@ -339,6 +339,14 @@ class GraphMailbox:
 
     # --- the Mailbox protocol ---------------------------------------------------------------------------------
 
+    def source_folder_id(self) -> str:
+        """The id of the source folder; AccountError when it does not exist."""
+        return self._require_folder(self.account.folder, create=False)
+
+    def failure(self, err: Exception, action: str) -> Exception:
+        """Our error for a Graph request of the account's that failed while ``action`` (subscription upkeep)."""
+        return self._translate(err, action, message_level=False)
+
     def check(self) -> list[str]:
         self.session.tokens.token()
         notes = [f"signed in to Entra ID ({self.account.auth})"]

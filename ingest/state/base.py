@@ -136,6 +136,11 @@ class StateStore(Protocol):
         """Keep ``value`` (at most :data:`MAX_CURSOR_CHARS` characters) as the cursor ``name``; None forgets it."""
         ...
 
+    def add_cursor(self, account: str, name: str, value: str) -> bool:
+        """Keep ``value`` as the cursor ``name`` only if there is none: True when this call made it. Atomic across
+        processes and instances (two notifications at once queue one job)."""
+        ...
+
     def account_lock(self, account: str) -> AbstractContextManager[AccountLock]:
         """Held for a whole run of one account; raises AccountBusy when another run holds it."""
         ...

@@ -219,6 +219,13 @@ class SqliteStateStore:
             else:
                 self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now()))
 
+    def add_cursor(self, account: str, name: str, value: str) -> bool:
+        with self._lock:
+            added = self._db.execute(
+                "INSERT OR IGNORE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now())
+            ).rowcount
+        return added == 1
+
     @contextmanager
     def account_lock(self, account: str) -> Iterator[AccountLock]:
         self._lock_dir.mkdir(parents=True, exist_ok=True)

@@ -423,11 +423,23 @@ class TableStateStore:
             with suppress(ResourceNotFoundError):
                 self._call(self._table.delete_entity, escape_key_part(account), _cursor_row(name))
             return
+        self._call(self._table.upsert_entity, self._cursor_entity(account, name, value), mode=UpdateMode.REPLACE)
+
+    def add_cursor(self, account: str, name: str, value: str) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._call(self._table.create_entity, self._cursor_entity(account, name, value))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def _cursor_entity(self, account: str, name: str, value: str) -> dict[str, Any]:
         if len(value) > MAX_CURSOR_CHARS:
             raise ValueError(
                 f"cursor {name!r} of account {account!r}: {len(value)} characters, more than the store keeps"
             )
-        entity = {
+        return {
             "PartitionKey": escape_key_part(account),
             "RowKey": _cursor_row(name),
             "account": account,
@@ -435,7 +447,6 @@ class TableStateStore:
             "value": value,
             "updated_at": _now(),
         }
-        self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
     # -- lock and life cycle ---------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
+import ssl
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from tests.support.https_emulator import Emulator, Request, Response
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOST_JSON: dict[str, Any] = json.loads((PROJECT_ROOT / "host.json").read_text(encoding="utf-8"))
@@ -37,6 +41,48 @@ def binding(function: Any, binding_type: str) -> dict[str, Any]:
 
 def http_request(method: str, route: str, route_params: dict[str, str]) -> func.HttpRequest:
     return func.HttpRequest(method, f"http://localhost:7071/api/{route}", route_params=route_params, body=b"")
+
+
+class HttpFront(Emulator):
+    """The host's HTTP front end for the app's HTTP functions: ``/api/<route>`` on a real (TLS) socket, so that a
+    caller from outside (the Graph emulator's validation request and notifications) reaches the function as it would
+    in Azure. Only anonymous routes answer without a key; the others want ``?code=`` (any value, as Core Tools)."""
+
+    name = "functions-host"
+
+    def __init__(self, functions: dict[str, Any], ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__(ssl_context)
+        self.routes: list[tuple[re.Pattern[str], str, set[str], str, Any]] = []
+        for function in functions.values():
+            found = [b for b in json.loads(function.get_function_json())["bindings"] if b["type"] == "httpTrigger"]
+            if found:
+                trigger = found[0]
+                pattern = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(trigger["route"]))
+                methods = {m.upper() for m in trigger.get("methods") or ["GET", "POST"]}
+                self.routes.append((re.compile(f"^{pattern}$"), trigger["authLevel"], methods, "", function))
+        self.calls: list[tuple[str, int]] = []
+
+    def handle(self, request: Request) -> Response:
+        route = request.path.removeprefix("/api/")
+        for pattern, auth_level, methods, _, function in self.routes:
+            match = pattern.match(route)
+            if match is None or request.method not in methods:
+                continue
+            if auth_level.lower() != "anonymous" and not request.query.get("code"):
+                return Response(401)
+            incoming = func.HttpRequest(
+                request.method,
+                f"{request.base_url}{request.raw_path}",
+                headers=dict(request.headers.items()),
+                params=dict(request.query),
+                route_params=match.groupdict(),
+                body=request.body,
+            )
+            answer = function.get_user_function()(incoming)
+            self.calls.append((route, answer.status_code))
+            headers = {"Content-Type": answer.mimetype + (f"; charset={answer.charset}" if answer.charset else "")}
+            return Response(answer.status_code, answer.get_body(), headers)
+        return Response(404)
 
 
 @dataclass
@@ -104,6 +150,15 @@ class FunctionsHost:
                 queue.delete_message(message)
         return deliveries
 
+    def serve_http(self, ssl_context: ssl.SSLContext | None) -> str:
+        """Serve the HTTP functions on a local port (https with a context); returns the public base URL."""
+        self.front = HttpFront(self.functions, ssl_context)
+        self.front.start()
+        return self.front.base_url
+
     def close(self) -> None:
+        front = getattr(self, "front", None)
+        if front is not None:
+            front.stop()
         self.queue.close()
         self.poison.close()

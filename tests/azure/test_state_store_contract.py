@@ -174,6 +174,25 @@ def test_cursors_are_kept_per_account_and_name_replaced_and_forgotten(open_store
     assert again.cursor("a", "graph-delta") == "newer"
 
 
+def test_a_cursor_is_added_once_however_many_instances_try_at_the_same_moment(open_store):
+    stores = [open_store() for _ in range(4)]
+    won: list[str] = []
+
+    def add(store: StateStore, value: str) -> None:
+        if store.add_cursor("a", "notification-job", value):
+            won.append(value)
+
+    workers = [threading.Thread(target=add, args=(store, f"v{n}")) for n, store in enumerate(stores * 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(won) == 1 and stores[0].cursor("a", "notification-job") == won[0]
+    assert not stores[1].add_cursor("a", "notification-job", "later")
+    stores[2].record_cursor("a", "notification-job", None)
+    assert stores[3].add_cursor("a", "notification-job", "after it was forgotten")
+
+
 # -- Table Storage specifics ------------------------------------------------------------------------------------
 
 
