@@ -78,9 +78,7 @@ class Settings:
             authority_host=values["AUTHORITY_HOST"] or DEFAULT_AUTHORITY_HOST,
             state_url=state_url,
             run_time_budget_seconds=_seconds(env, "INGEST_RUN_BUDGET_SECONDS", problems),
-            ca_bundles=tuple(
-                dict.fromkeys(Path(v) for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") if (v := env.get(k)))
-            ),
+            ca_bundles=_ca_bundles(env, problems),
             environ=env,
             problems=tuple(problems),
             proxies=proxies,
@@ -99,6 +97,21 @@ def _public_base_url(value: str | None, env: Mapping[str, str], problems: list[s
         return None
     host = (env.get("WEBSITE_HOSTNAME") or "").strip()
     return value or (f"https://{host}" if host and not host.startswith(("localhost", "127.")) else None)
+
+
+def _ca_bundles(env: Mapping[str, str], problems: list[str]) -> tuple[Path, ...]:
+    """The CA files SSL_CERT_FILE and REQUESTS_CA_BUNDLE name (once each); a file that is not there is a problem."""
+    bundles: dict[Path, None] = {}
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = (env.get(variable) or "").strip()
+        if not value:
+            continue
+        path = Path(value)
+        if not path.is_file():
+            problems.append(f"environment variable {variable}: CA file {value!r} does not exist or is not a file")
+            continue
+        bundles[path] = None
+    return tuple(bundles)
 
 
 def _seconds(env: Mapping[str, str], variable: str, problems: list[str]) -> float | None:

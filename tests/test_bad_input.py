@@ -87,6 +87,11 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Path], dict[str, str]], list[st
         ["environment variable INGEST_RUN_BUDGET_SECONDS", "'10m' is not a number of seconds"],
     ),
     (
+        "SSL_CERT_FILE-missing",
+        lambda _d, t: {"SSL_CERT_FILE": str(t / "no-such-bundle.pem")},
+        ["environment variable SSL_CERT_FILE", "no-such-bundle.pem", "does not exist"],
+    ),
+    (
         "missing-ca-file",
         lambda d, t: _account(d).update(ca_file=str(t / "no-such-ca.pem")) or {},
         ["account 'supplier-imap': field 'ca_file'", "no-such-ca.pem", "does not exist"],
