@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
+from .attempts import CRASH_REASON, ReadingMarks
 from .bodypdf import body_document
 from .config import AnyAccount, Config
 from .dedupe import ContentIndex
@@ -81,6 +82,8 @@ class Pipeline:
         self._health = Doc2Health()  # uploads DOC² accepted in this run: whose fault a DOC² failure is
         self._contents = ContentIndex(config, state)  # dedupe: content
         self._lock: AccountLock = HeldLock()  # the account lock of the account being run: checked before each move
+        self._marks: ReadingMarks | None = None  # "attempt started" of the account being run (ingest.attempts)
+        self._crashed: tuple[str, int] | None = None  # the message an earlier run died on, and its attempts
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
@@ -161,6 +164,8 @@ class Pipeline:
                     health=self._health,
                     careful=lambda: judge.suspicious,
                 )
+            self._marks = ReadingMarks(self.state, account.name) if flight is not None else None
+            self._crashed = self._marks.charge_unfinished() if self._marks is not None else None
             refs = list(mailbox.list_messages())
             if refs and not dry_run:
                 mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
@@ -196,6 +201,9 @@ class Pipeline:
             if flight is not None and flight.doc2_down is not None:
                 stop, left = flight.doc2_down, len(refs) - index
                 break
+            if self._crashed is not None and ref.key == self._crashed[0] and self._crashed[1] >= account.max_attempts:
+                self._fail_unread(account, mailbox, ref, report, self._crashed[1])  # it would kill this run too
+                continue
             if self._deadline is not None and time.monotonic() > self._deadline:
                 report.messages_deferred += len(refs) - index
                 report.outcome = "partial"
@@ -255,6 +263,9 @@ class Pipeline:
             return
         report.messages_seen += 1
         identity: str | None = None
+        marks = self._marks if not dry_run and flight is not None else None
+        if marks is not None:
+            marks.begin(ref)  # a message that kills or stalls the run counts as an attempt (ingest.attempts)
         try:
             item = mailbox.read(ref)
             identity = item.identity
@@ -281,7 +292,22 @@ class Pipeline:
         except Exception as err:  # noqa: BLE001 - every failure is dispatched (and logged once) below
             self._message_failed(account, mailbox, ref, identity, report, where, err, dry_run=dry_run)
             return
+        finally:
+            if marks is not None:
+                marks.end()
         flight.start(work)
+
+    def _fail_unread(
+        self, account: AnyAccount, mailbox: Mailbox, ref: MessageRef, report: AccountReport, n: int
+    ) -> None:
+        """A message earlier runs died on ``n`` >= max_attempts times: to the failed folder without reading it."""
+        self._lock.check()
+        mailbox.settle(ref, "failed")
+        self.state.record_settled(account.name, ref.key, None, "failed", CRASH_REASON)
+        report.messages_seen += 1
+        report.messages_moved_to_failed += 1
+        report.problems.append(MessageProblem(ref.key, f"attempt {n}/{account.max_attempts}: {CRASH_REASON}", True))
+        log.error("account %s message %s: moved to the failed folder unread: %s", account.name, ref.key, CRASH_REASON)
 
     def _message_failed(
         self,

@@ -1,0 +1,58 @@
+"""A message that kills or stalls the importer counts as an attempt (PRODUCT.md, "Whose fault a failure is").
+
+Reading and extracting a message is the risky work: a giant or pathological mail can run the process out of memory
+or past the Function's time-out, and then nothing after it would ever run. So before that work the run marks the
+message in the state store ("attempt started", the account's cursor ``attempt-started``) and clears the mark when
+the work ended, whatever its outcome. A mark found at the start of the next run of the account names the message a
+run died on: one attempt is counted against it (``record_failure``); once it has ``max_attempts``, the run moves
+it to the failed folder without reading it again, so it can no longer block its account.
+
+Only the reading and extracting of one message at a time is marked, not the uploads that follow (they run while
+the next message is read and cannot kill the process): a run killed from outside at a random moment charges the
+message it was reading, if any, and none of those waiting for DOC².
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .model import MessageRef
+from .state import StateStore
+from .state.base import MAX_CURSOR_CHARS
+
+log = logging.getLogger(__name__)
+
+MARK = "attempt-started"
+CRASH_REASON = "the importer stopped while reading this message (killed, out of memory or out of time)"
+
+
+class ReadingMarks:
+    """The "attempt started" mark of one account's run."""
+
+    def __init__(self, state: StateStore, account: str) -> None:
+        self._state = state
+        self._account = account
+        self._marked = False
+
+    def begin(self, ref: MessageRef) -> None:
+        """Before the risky work on ``ref``: durable once this returns."""
+        if len(ref.key) <= MAX_CURSOR_CHARS:
+            self._state.record_cursor(self._account, MARK, ref.key)
+            self._marked = True
+
+    def end(self) -> None:
+        """The work on the marked message ended (its outcome is recorded elsewhere)."""
+        if self._marked:
+            self._state.record_cursor(self._account, MARK, None)
+            self._marked = False
+
+    def charge_unfinished(self) -> tuple[str, int] | None:
+        """At the start of a run: the message an earlier run died on, with its attempts now (one counted for that
+        death), or None."""
+        key = self._state.cursor(self._account, MARK)
+        if key is None:
+            return None
+        attempts = self._state.record_failure(self._account, key, None, CRASH_REASON)
+        self._state.record_cursor(self._account, MARK, None)
+        log.warning("account %s message %s: attempt %d failed: %s", self._account, key, attempts, CRASH_REASON)
+        return key, attempts
