@@ -39,7 +39,7 @@ from tnefparse.tnef import TNEF
 from .errors import DocumentError
 from .filenames import DEFAULT_STEM, numbered_filename, sanitise_filename
 from .filters import strict_addresses
-from .model import Blob, Document, Extraction, MessageHeaders, SkippedPart, as_blob, too_big
+from .model import Blob, BytesBlob, Document, Extraction, MessageHeaders, SkippedPart, as_blob, too_big
 from .rawmail import LeanMessage, RawMail, lean_message
 from .sniffing import is_tnef, sniff_content_type
 
@@ -671,7 +671,7 @@ def _attached_message(part: Message, path: str, context: _MessageContext, walk: 
     inner, data = _inner_message(part, walk.lean)
     name = _part_filename(part) or _eml_name(decode_header_text(_raw_header(inner, "subject") or ""))
     walk.candidates.append(
-        Candidate.from_bytes(name, MESSAGE_TYPE, path, data, fallback_stem=_FORWARDED_STEM, trusted_type=True)
+        Candidate(name, MESSAGE_TYPE, path, lambda: data, data.size, fallback_stem=_FORWARDED_STEM, trusted_type=True)
     )
     nesting = context.nesting + 1
     if nesting > MAX_NESTING_DEPTH:
@@ -686,25 +686,26 @@ def _attached_message(part: Message, path: str, context: _MessageContext, walk: 
     _walk_message(inner, path, nesting, walk)
 
 
-def _inner_message(part: Message, lean: LeanMessage | None = None) -> tuple[Message, bytes]:
+def _inner_message(part: Message, lean: LeanMessage | None = None) -> tuple[Message, Blob]:
+    """The attached message parsed, and its bytes: with its long runs put back chunk by chunk into a Blob (a
+    temporary file when big), so a big attached mail is never whole in memory."""
     inner = part.get_payload(0)
     if not isinstance(inner, Message):
         raise UndecodablePart("attached message has no content")
-    data = _message_bytes(inner)
-    if lean is not None:
-        data = lean.restore(data)
+    skeleton = _message_bytes(inner)
     encoding = (_raw_header(part, "content-transfer-encoding") or "").strip().lower()
     # An encoded message/rfc822 is not allowed, but is sent; the parser takes the encoded text for the message.
+    if encoding not in ("base64", "quoted-printable"):
+        return inner, lean.restore_blob(skeleton) if lean is not None else BytesBlob(skeleton)
+    data = lean.restore(skeleton) if lean is not None else skeleton
     if encoding == "base64":
         try:
             data = base64.b64decode(data)
         except (binascii.Error, ValueError) as err:
             raise UndecodablePart("invalid base64 in attached message") from err
-    elif encoding == "quoted-printable":
-        data = quopri.decodestring(data)
     else:
-        return inner, data
-    return BytesParser(policy=_POLICY).parsebytes(data), data
+        data = quopri.decodestring(data)
+    return BytesParser(policy=_POLICY).parsebytes(data), BytesBlob(data)
 
 
 def _message_bytes(message: Message) -> bytes:

@@ -166,6 +166,28 @@ class LeanMessage:
 
         return _BYTES_TOKEN.sub(run, data)
 
+    def restore_blob(self, data: bytes) -> Blob:
+        """As :meth:`restore`, into a Blob written run by run in chunks: an attached message of a big mail goes to
+        a temporary file, never whole in memory."""
+        writer = BlobWriter()
+        try:
+            mine = self.prefix.encode()
+            position = 0
+            if self.runs and mine in data:
+                for match in _BYTES_TOKEN.finditer(data):
+                    if not match.group(0).startswith(mine):
+                        continue  # another message's token: text of this one
+                    writer.write(data[position : match.start()])
+                    start, end = self.runs[int(match.group(2))]
+                    for chunk in _range_chunks(self.source, start, end if match.group(3) else end - 2):
+                        writer.write(chunk)
+                    position = match.end()
+            writer.write(data[position:])
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
+
     def _decode_one_run(self, pieces: list[str | tuple[int, int]]) -> Blob | None:
         """The common case, fast: a payload that is one run of a message in memory, decoded without first copying
         it without its line ends. None when that does not apply (then the general way decides)."""

@@ -11,7 +11,8 @@ from functools import partial
 
 import pytest
 
-from ingest.errors import AccountError, ConnectionLost, DocumentError
+from ingest import model
+from ingest.errors import AccountError, ConnectionLost, DocumentError, UnreadableMessage
 from ingest.model import MessageRef
 from tests import samples
 from tests.support.ca import TestCA
@@ -230,6 +231,54 @@ def test_import_message_takes_the_whole_mail_as_eml(cloud: MicrosoftCloud) -> No
         ("note.pdf", "application/pdf"),
     ]
     assert extraction.documents[0].content == message.to_mime()
+
+
+def test_import_message_streams_the_mail_to_a_temporary_file(cloud: MicrosoftCloud) -> None:
+    big = pdf(model.BLOB_MEMORY_LIMIT + 1024)
+    message = cloud.mailbox.add_message(
+        subject="Scan", attachments=[FileAttachment("scan.pdf", big, "application/pdf")]
+    )
+    account = cloud.account(**{"import": "message"})
+    with cloud.open(account) as mailbox:
+        (ref,) = mailbox.list_messages()
+        (document,) = mailbox.read(ref).extract(account).documents
+
+    assert not document.blob.in_memory  # written chunk by chunk as it came, never one bytes object
+    assert document.content == message.to_mime()
+    document.blob.close()
+
+
+def test_a_mail_over_the_message_limit_is_not_read_and_fails_its_message(
+    cloud: MicrosoftCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model, "MAX_MESSAGE_BYTES", 100_000)
+    cloud.mailbox.add_message(subject="Huge", attachments=[FileAttachment("huge.pdf", pdf(300_000), "application/pdf")])
+    cloud.mailbox.add_message(
+        subject="Fwd", attachments=[ItemAttachment("Huge", mail_with_attachment("Huge", "huge.pdf", pdf(300_000)))]
+    )
+    account = cloud.account(**{"import": "both"})
+    with cloud.open(account) as mailbox:
+        for ref in list(mailbox.list_messages()):
+            with pytest.raises(UnreadableMessage, match=r"more than 0\.0953674 MB: not read"):
+                mailbox.read(ref).extract(account)
+
+
+def test_a_big_attached_mail_is_never_whole_in_memory(cloud: MicrosoftCloud) -> None:
+    big = pdf(model.BLOB_MEMORY_LIMIT + 1024)
+    # CRLF as Graph sends MIME (the standard library writes LF)
+    inner = mail_with_attachment("Order 4711", "order-4711.pdf", big).replace(b"\n", b"\r\n")
+    cloud.mailbox.add_message(subject="Fwd: order", attachments=[ItemAttachment("Order 4711", inner)])
+    account = cloud.account()
+    with cloud.open(account) as mailbox:
+        (ref,) = mailbox.list_messages()
+        extraction = mailbox.read(ref).extract(account)
+
+    eml, attached_pdf = extraction.documents
+    assert (eml.filename, attached_pdf.filename) == ("Order 4711.eml", "order-4711.pdf")
+    assert attached_pdf.content == big
+    assert eml.content.strip().endswith(inner.strip()[-40:])
+    assert not eml.blob.in_memory and not attached_pdf.blob.in_memory
+    extraction.close()
 
 
 def test_settle_creates_nested_folders_and_ids_survive_the_move(cloud: MicrosoftCloud) -> None:

@@ -45,8 +45,9 @@ from urllib.parse import quote
 
 import httpx
 
+from .. import model
 from ..config import Filters, GraphAccount
-from ..errors import AccountError, ConnectionLost, DocumentError, IngestError
+from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
 from ..extraction import (
     MAX_TNEF_BYTES,
     TNEF_TYPES,
@@ -71,7 +72,7 @@ from ..graph.client import (
 from ..graph.delta import CURSOR_NAME, MAX_CARRY, Cursor, CursorStore, fingerprint, read_round
 from ..graph.delta import PAGE_SIZE as DELTA_PAGE_SIZE
 from ..mailbody import read_body
-from ..model import Blob, Extraction, MessageHeaders, MessageRef, SkippedPart
+from ..model import Blob, BlobWriter, Extraction, MessageHeaders, MessageRef, SkippedPart
 from ..network import Proxies
 from ..rawmail import RawMail
 from ..retry import default_policy
@@ -794,7 +795,7 @@ class GraphMailItem:
             SkippedPart(a.name or "link", REFERENCE_REASON) for a in self.attachments if a.kind == "reference"
         ]
         if options.import_ in ("message", "both"):
-            raw = self._mailbox.download(f"/messages/{quote(self.id, safe='')}/$value", what="the message")
+            raw = self._download_mail(f"/messages/{quote(self.id, safe='')}/$value", "the message")
             extraction = extract_from_mime(raw, options)
             extraction.skipped.extend(references)
             return extraction
@@ -861,18 +862,37 @@ class GraphMailItem:
     ) -> Iterator[Candidate]:
         """An attached mail as IMAP sees one: a message/rfc822 part, extracted by the one MIME path."""
         url = f"/messages/{quote(self.id, safe='')}/attachments/{quote(attachment.id, safe='')}/$value"
-        mime = self._mailbox.download(url, what=f"attached mail {attachment.name!r}")
+        mime = self._download_mail(url, f"the attached mail {attachment.name!r}")
         wrapper = _as_attached_message(attachment.name or "", mime)
-        inner = extract_from_mime(
-            wrapper, _AttachmentsOnly(options.include_inline, options.filters), message_stem=_FORWARDED_STEM
-        )
+        mime.close()
+        try:
+            inner = extract_from_mime(
+                wrapper, _AttachmentsOnly(options.include_inline, options.filters), message_stem=_FORWARDED_STEM
+            )
+        finally:
+            wrapper.close()  # every document of it is read by now
         notes.extend(inner.skipped)
         for document in inner.documents:
             # The wrapper numbers the attached mail "1"; here it is this attachment's position.
             inner_path = document.key.rsplit(":", 1)[0]
-            yield Candidate.from_bytes(
-                document.filename, document.content_type, path + inner_path[1:], document.content, trusted_type=True
+            yield Candidate(
+                document.filename,
+                document.content_type,
+                path + inner_path[1:],
+                lambda blob=document.blob: blob,  # type: ignore[misc]  # the blob as extracted, not copied
+                document.size,
+                trusted_type=True,
             )
+
+    def _download_mail(self, url: str, what: str) -> Blob:
+        """A whole mail streamed into memory or a temporary file; over MAX_MESSAGE_BYTES it is not read further and
+        its message goes to the failed folder (UnreadableMessage) with the reason."""
+        limit = model.MAX_MESSAGE_BYTES
+        blob = self._mailbox.download_blob(url, what=what, limit=limit)
+        if blob.size > limit:
+            blob.close()
+            raise UnreadableMessage(f"{what} is more than {limit / 1048576:g} MB: not read")
+        return blob
 
 
 # --- Graph's JSON -------------------------------------------------------------------------------------------
@@ -968,21 +988,27 @@ def _graph_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _as_attached_message(name: str, mime: bytes) -> bytes:
-    """A one-part multipart/mixed holding ``mime`` as a message/rfc822 attachment called ``name``.eml."""
+def _as_attached_message(name: str, mime: Blob) -> Blob:
+    """A one-part multipart/mixed holding ``mime`` as a message/rfc822 attachment called ``name``.eml, written
+    chunk by chunk (a big mail goes to a temporary file, never whole in memory)."""
     boundary = f"=_graph_item_{uuid.uuid4().hex}".encode("ascii")
     filename = name if name.lower().endswith(".eml") else f"{name}.eml" if name.strip() else ""
     disposition = b"attachment"
     if filename:
         disposition += b"; filename*=utf-8''" + quote(filename, safe="").encode("ascii")
-    return b"".join(
-        [
-            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
-            b"--" + boundary + b"\r\nContent-Type: message/rfc822\r\nContent-Disposition: " + disposition + b"\r\n\r\n",
-            mime,
-            b"\r\n--" + boundary + b"--\r\n",
-        ]
-    )
+    writer = BlobWriter()
+    try:
+        writer.write(b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n')
+        writer.write(
+            b"--" + boundary + b"\r\nContent-Type: message/rfc822\r\nContent-Disposition: " + disposition + b"\r\n\r\n"
+        )
+        for chunk in mime.chunks():
+            writer.write(chunk)
+        writer.write(b"\r\n--" + boundary + b"--\r\n")
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()
 
 
 def _once(load: Callable[[], bytes | Blob]) -> Callable[[], bytes | Blob]:
