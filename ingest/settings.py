@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .network import Proxies
@@ -22,6 +23,10 @@ DEFAULT_CONFIG_PATH = "accounts.yaml"
 DEFAULT_STATE_URL = "sqlite:///./.ingest-state.sqlite3"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+_HOST_ONLY = {  # variables the product appends a path to: a path of the user's would double it
+    "GRAPH_ENDPOINT": "the API version /v1.0 is added by the product",
+    "AUTHORITY_HOST": "the tenant comes from each account's tenant_id",
+}
 STATE_URL_FORMS = (
     "sqlite:///PATH, azuretable://ACCOUNT.table.core.windows.net/TABLE or azuretable+connstr:TABLE;CONNECTION_STRING"
 )
@@ -62,6 +67,8 @@ class Settings:
         for variable, (example, default) in urls.items():
             value = (env.get(variable) or "").strip().rstrip("/")
             problem = url_problem(value, example=example) if value else None
+            if not problem and value and variable in _HOST_ONLY and urlsplit(value).path not in ("", "/"):
+                problem = f"must be the host only, such as {example} ({_HOST_ONLY[variable]})"
             if problem:
                 problems.append(f"environment variable {variable}: {problem}")
             values[variable] = value if value and not problem else default

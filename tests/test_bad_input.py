@@ -82,6 +82,16 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Path], dict[str, str]], list[st
         ["environment variable DOC2_BASE_URL", "clear text"],
     ),
     (
+        "GRAPH_ENDPOINT-with-the-version",
+        lambda _d, _t: {"GRAPH_ENDPOINT": "https://graph.microsoft.com/v1.0"},
+        ["environment variable GRAPH_ENDPOINT", "must be the host only", "/v1.0 is added by the product"],
+    ),
+    (
+        "AUTHORITY_HOST-with-a-tenant",
+        lambda _d, _t: {"AUTHORITY_HOST": "https://login.microsoftonline.com/contoso.onmicrosoft.com"},
+        ["environment variable AUTHORITY_HOST", "must be the host only", "tenant_id"],
+    ),
+    (
         "budget-with-a-unit",
         lambda _d, _t: {"INGEST_RUN_BUDGET_SECONDS": "10m"},
         ["environment variable INGEST_RUN_BUDGET_SECONDS", "'10m' is not a number of seconds"],
