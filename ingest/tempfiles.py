@@ -38,9 +38,10 @@ _lock = threading.Lock()
 _run_dir: tuple[str, str, int] | None = None  # (tempdir it is in, its path, the lock file's descriptor)
 
 
-def new_temp_file() -> tuple[int, str]:
-    """A new private temporary file (``mkstemp``: mode 0600, unguessable name) in this process's directory."""
-    return tempfile.mkstemp(prefix=FILE_PREFIX, dir=_own_dir())
+def new_temp_file(prefix: str = FILE_PREFIX, suffix: str = "") -> tuple[int, str]:
+    """A new private temporary file (``mkstemp``: mode 0600, unguessable name) in this process's directory (mode
+    0700): the sweep of a later run removes it if this process is killed before it could."""
+    return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=_own_dir())
 
 
 def _own_dir() -> str:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ConfigError
+from .tempfiles import new_temp_file
 
 _BUNDLE_PREFIX = "doc2-ingest-ca-"
 _bundles: dict[str, Path] = {}  # content digest -> the private file this process wrote for it
@@ -54,7 +55,8 @@ def combined_bundle(paths: Sequence[Path]) -> Path | None:
 def _write_private(pem: bytes) -> Path:
     """``pem`` in a new file only this user can read or replace, deleted at exit."""
     try:
-        handle, name = tempfile.mkstemp(prefix=_BUNDLE_PREFIX, suffix=".pem")  # O_CREAT | O_EXCL, mode 0600
+        # O_CREAT | O_EXCL, mode 0600, in this process's own directory, swept by a later run if this one is killed
+        handle, name = new_temp_file(prefix=_BUNDLE_PREFIX, suffix=".pem")
     except OSError as err:
         raise ConfigError(f"cannot create the merged CA bundle in {tempfile.gettempdir()}: {err.strerror}") from err
     path = Path(name)
