@@ -54,3 +54,35 @@ def test_pop3_wrong_password(scenario):
     assert account.outcome == "account_failed"
     assert "POP3" in account.error and "login refused" in account.error
     assert "wrong-pop-password" not in account.error
+
+
+def test_delete_after_import_keeps_a_message_that_reached_max_attempts_through_doc2_failures(scenario):
+    """DOC² keeps answering 500 for one document while it takes the others: that message's attempts count, it ends
+    "failed", and POP3 deletes only the imported messages, never it, however many runs follow."""
+    from ingest.state.sqlite import SqliteStateStore
+
+    scenario.append_many([invoice_mail(n) for n in range(3)])
+    scenario.write_config(scenario.pop3_account(delete_after_import=True, max_attempts=2))
+    scenario.doc2.refuse_document("invoice-0", 500)
+
+    first = scenario.run().accounts[0]
+    assert (first.outcome, first.messages_imported, first.messages_failed) == ("ok", 2, 1)
+    (left,) = scenario.messages("INBOX")  # the two imported ones are deleted
+    assert b"invoice-0.pdf" in left
+
+    second = scenario.run().accounts[0]  # alone now: proven at fault before, and DOC² answers
+    assert second.messages_moved_to_failed == 1, second.error
+    for _ in range(2):
+        later = scenario.run().accounts[0]
+        assert later.messages_remembered == 1 and later.outcome == "ok"
+    (kept,) = scenario.messages("INBOX")
+    assert b"invoice-0.pdf" in kept
+    assert sorted(u.filename for u in scenario.doc2.uploads) == ["invoice-1.pdf", "invoice-2.pdf"]
+    store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+    try:
+        states = [store.message("pop", key) for key in store.settled_keys("pop")]
+        (state,) = [s for s in states if s is not None and s.status == "failed"]
+        assert state.attempts == 2 and sum(s is not None and s.status == "processed" for s in states) == 2
+        assert "keeps failing this message's document" in (state.last_error or "")
+    finally:
+        store.close()

@@ -117,3 +117,67 @@ def test_a_state_store_refusing_one_messages_record_fails_that_message_only(scen
     assert scenario.messages("INBOX") == [] and len(scenario.messages("Processed")) == 5
     by_id = scenario.doc2.uploads_by_custom_doc_id()
     assert len(by_id) == 5 and sorted(len(uploads) for uploads in by_id.values()) == [1, 1, 1, 1, 2]
+
+
+def test_state_first_every_upload_is_recorded_before_its_message_moves(scenario, monkeypatch):
+    """A spy on the mailbox's moves: at the moment a message is moved (processed or failed folder alike) every
+    document DOC² stored of it is already in the state store."""
+    from ingest.extraction import message_identity, parse_headers
+    from ingest.mailbox.imap import ImapMailbox
+    from tests.hostile.corpus import TEXT, attachment, multipart
+
+    from .support.doc2_server import Respond
+
+    damaged = multipart(
+        "damaged",
+        [
+            TEXT,
+            attachment(b"good.pdf"),
+            b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="broken.pdf"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xL\r\n",
+        ],
+    )
+    half_refused = invoice_mail(
+        "half",
+        attachments=[
+            ("ok-a.pdf", b"%PDF-1.4 a", "application/pdf"),
+            ("refused-b.pdf", b"%PDF-1.4 b", "application/pdf"),
+        ],
+    )
+    raws = [invoice_mail(n) for n in range(60)] + [damaged, half_refused]
+    uids = scenario.append_many(raws)
+    by_uid = dict(zip(uids, raws, strict=True))
+    scenario.write_config(scenario.imap_account(max_attempts=1))
+    scenario.doc2.refuse_document("refused-b", 422)
+    scenario.doc2.plan(*[Respond(503)] * 3)  # a few retries on the way, so uploads finish out of order
+    seen: dict[str, int] = {"processed": 0, "failed": 0}
+    violations: list[str] = []
+    settle_many = ImapMailbox.settle_many
+
+    def spy(self, refs, outcome):
+        store = SqliteStateStore(scenario.tmp / "state.sqlite3")
+        try:
+            for ref in refs:
+                raw = by_uid[int(ref.ref)]
+                headers = parse_headers(raw)
+                stored = {
+                    u.custom_doc_id
+                    for u in scenario.doc2.uploads
+                    if u.metadata["email_message_id"] == headers.message_id
+                }
+                recorded = store.uploaded("mail", message_identity(headers, raw))
+                if not stored or not stored <= recorded:
+                    violations.append(f"{outcome}: {ref.key} moved with {len(stored - recorded)} upload(s) unrecorded")
+                seen[outcome] += 1
+        finally:
+            store.close()
+        return settle_many(self, refs, outcome)
+
+    monkeypatch.setattr(ImapMailbox, "settle_many", spy)
+
+    report = scenario.run().accounts[0]
+
+    assert violations == []
+    assert (report.messages_imported, report.messages_moved_to_failed) == (60, 2), report.problems
+    assert seen == {"processed": 60, "failed": 2}
+    assert len(scenario.messages("Failed")) == 2 and scenario.messages("INBOX") == []
