@@ -137,6 +137,12 @@ def _seconds(env: Mapping[str, str], variable: str, problems: list[str]) -> floa
 
 def _state_url_problems(url: str) -> list[str]:
     if url.startswith(("azuretable://", "azuretable+connstr:")):
+        from .state.table import parse_state_url  # lazy: the state package is not needed to read settings
+
+        try:
+            parse_state_url(url)
+        except ConfigError as err:
+            return [f"environment variable {err}"]
         return []
     if not url.startswith("sqlite:///"):
         return [f"environment variable {unsupported_state_url(url)}"]

@@ -134,6 +134,16 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Path], dict[str, str]], list[st
         ["environment variable INGEST_STATE_URL", "scheme 'https:' not understood", "sqlite:///PATH"],
     ),
     (
+        "table-state-url-with-a-key-in-it",
+        lambda _d, _t: {"INGEST_STATE_URL": f"azuretable://acct:{SAS_SIGNATURE}@acct.table.core.windows.net/state"},
+        ["environment variable INGEST_STATE_URL", "not shown"],
+    ),
+    (
+        "table-state-url-with-a-bad-table-name",
+        lambda _d, _t: {"INGEST_STATE_URL": "azuretable+connstr:x;UseDevelopmentStorage=true"},
+        ["environment variable INGEST_STATE_URL", "table name 'x' is not valid"],
+    ),
+    (
         "state-directory-missing",
         lambda _d, t: {"INGEST_STATE_URL": f"sqlite:///{t / 'no' / 'such' / 'dir' / 'x.db'}"},
         ["environment variable INGEST_STATE_URL", "/no/such/dir", "does not exist"],

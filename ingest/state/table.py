@@ -125,11 +125,12 @@ def parse_state_url(url: str) -> tuple[StorageAccount, str, str]:
     elif url.startswith(URL_SCHEME):
         parts = urlsplit(url)
         host, table = parts.netloc, parts.path.strip("/")
+        # The URL itself is never repeated: a user name, key or signature in it would end up in logs.
         if not host or "@" in host:
-            raise ConfigError(f"INGEST_STATE_URL {url!r}: no storage host: {forms}")
+            raise ConfigError(f"INGEST_STATE_URL: no storage host (or a user name or key in it, not shown): {forms}")
         if ".table." not in host:
             raise ConfigError(
-                f"INGEST_STATE_URL {url!r}: {host!r} is not a Table service host (ACCOUNT.table.core.windows.net): "
+                f"INGEST_STATE_URL: {host!r} is not a Table service host (ACCOUNT.table.core.windows.net): "
                 f"the blob service for the account leases is found by its name"
             )
         query = parse_qs(parts.query)
