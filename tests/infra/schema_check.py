@@ -157,6 +157,11 @@ class _Checker:
                 self.value(json_type, entry, operator["operands"]["false_value"], path)
             return
         if _is_expression(value, "function"):
+            # concat() of lists and union() of objects: each argument has the field's type.
+            function = value["function"]
+            if function["type"] in ("concat", "union"):
+                for argument in function["parameters"].values():
+                    self.value(json_type, entry, argument, path)
             return
         if isinstance(value, str) and value in self.file.params:
             self.parameter(json_type, entry, value, path)

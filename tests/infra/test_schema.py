@@ -119,9 +119,11 @@ def _broken_copy(tmp_path: Path, relative: str, replacements: list[tuple[str, st
                 ("httpsOnly: true", "httpsOnyl: true"),
                 ("minTlsVersion: '1.2'", "minTlsVersion: '1.4'"),
                 ("name: 'python'", "name: 'pyton'"),
+                ("value: 'managedidentity'", "vaule: 'managedidentity'"),
             ],
             [
                 "properties.httpsOnyl: unknown property",
+                "properties.siteConfig.appSettings[0].vaule: unknown property",
                 "properties.siteConfig.minTlsVersion: '1.4' is not one of",
                 "properties.functionAppConfig.runtime.name: 'pyton' is not one of",
             ],
