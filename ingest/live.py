@@ -139,7 +139,9 @@ def _keep_quietly(settings: Settings, config: Config, name: str, *, renew: bool)
         log.warning("account %s: change notifications not kept up (the timer still imports): %s", name, err)
 
 
-def keep_subscription(settings: Settings, config: Config, name: str, *, renew: bool = False) -> Upkeep:
+def keep_subscription(
+    settings: Settings, config: Config, name: str, *, renew: bool = False, now: datetime | None = None
+) -> Upkeep:
     """Create, renew or delete the account's subscription as its settings say, and note the result in the state
     store for ``status``."""
     from .mailbox.factory import open_mailbox
@@ -169,7 +171,12 @@ def keep_subscription(settings: Settings, config: Config, name: str, *, renew: b
             with open_mailbox(account, secrets=secrets, settings=settings, state=state) as mailbox:
                 assert isinstance(mailbox, GraphMailbox)  # noqa: S101 - a Graph account opens a Graph mailbox
                 upkeep = maintain(
-                    mailbox, base_url=settings.public_base_url, state=client_state, configured=configured, renew=renew
+                    mailbox,
+                    base_url=settings.public_base_url,
+                    state=client_state,
+                    configured=configured,
+                    renew=renew,
+                    now=now,
                 )
         _note(state, name, upkeep, reason)
         return upkeep

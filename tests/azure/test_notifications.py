@@ -6,19 +6,24 @@ or forged change nothing about what arrives, only when."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.functions.timer import TimerRequest
 
-from ingest.graph.subscriptions import STATUS_CURSOR
+from ingest.graph.subscriptions import LIFETIME, RENEW_BEFORE, STATUS_CURSOR
+from ingest.live import keep_subscription
 from ingest.notifications import client_state
+from ingest.service import load
+from ingest.settings import Settings
 from ingest.state import open_state_store
 from tests.support.graph_server import FileAttachment, Message
 from tests.support.microsoft import MicrosoftCloud
@@ -246,3 +251,37 @@ def test_accounts_removed_or_turned_off_lose_their_subscription_and_status_says_
     live.mail()
     live.timer()  # the timer alone
     assert live.uploaded() == ["live-1.pdf"]
+
+
+def test_the_subscription_is_renewed_well_before_it_lapses_and_made_again_when_graph_forgot_it(live: Live) -> None:
+    live.configure()
+    live.timer()
+    first = live.subscription()
+    made_until = first.expires
+    settings = Settings.from_environ()
+    config = load(settings)
+
+    soon = datetime.now(UTC) + LIFETIME - RENEW_BEFORE - timedelta(hours=1)  # 35 h before it lapses: kept
+    assert keep_subscription(settings, config, ACCOUNT, now=soon).action == "kept"
+    later = datetime.now(UTC) + LIFETIME - RENEW_BEFORE + timedelta(hours=1)  # 37 h before: renewed
+    renewed = keep_subscription(settings, config, ACCOUNT, now=later)
+    assert (renewed.action, renewed.subscription_id) == ("renewed", first.id)
+    assert live.subscription().expires > made_until + timedelta(hours=30)  # PATCHed to 70 h after "later"
+
+    del live.cloud.graph.subscriptions.items[first.id]  # Graph dropped it without telling
+    again = keep_subscription(settings, config, ACCOUNT, renew=True)
+    assert again.action == "created" and live.subscription().id != first.id
+
+
+def test_a_public_url_graph_cannot_validate_leaves_the_timer_importing(live: Live, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("INGEST_PUBLIC_BASE_URL", "https://127.0.0.1:9")  # nothing answers there
+    live.mail()
+    live.configure()
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        live.timer()
+
+    assert live.uploaded() == ["live-1.pdf"]
+    assert live.cloud.graph.subscriptions.items == {}
+    (refused,) = [s for s in live.cloud.graph.subscriptions.sent if s.kind == "validation"]
+    assert refused.status == 0
+    assert any("change notifications not kept up" in r.getMessage() for r in caplog.records)
