@@ -57,6 +57,8 @@ MAX_TNEF_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENTS_PER_MESSAGE = 500  # attached messages inside attached messages
 WHOLE_MESSAGE_PATH = "0"  # the mime_path of the whole message as .eml; parts are numbered from 1
 MESSAGE_TYPE = "message/rfc822"
+# An attached mail: message/global is message/rfc822 with UTF-8 headers (RFC 6532), kept as .eml the same way.
+ATTACHED_MESSAGE_TYPES = frozenset({MESSAGE_TYPE, "message/global"})
 TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 # Detached signatures (multipart/signed): skipped with the note "signature", never uploaded as documents.
 SIGNATURE_TYPES = frozenset(
@@ -554,10 +556,12 @@ def _visit(part: Message, path: str, context: _MessageContext, walk: _Walk, dept
                 return
             for number, child in enumerate(payload, 1):
                 _visit(child, f"{path}.{number}", context, walk, depth + 1)
-        elif part.get_content_type() == MESSAGE_TYPE and isinstance(payload, list):
+        elif part.get_content_type() in ATTACHED_MESSAGE_TYPES and isinstance(payload, list):
             _attached_message(part, path, context, walk)
         elif maintype == "message" and isinstance(payload, list):
-            return  # delivery reports and the like: header blocks, not documents
+            # Delivery reports, read receipts, partial and external-body messages: header blocks, not documents,
+            # and said so.
+            walk.notes.append(SkippedPart(f"part {path}", f"{part.get_content_type()}: header fields, not a document"))
         elif maintype == "multipart" and _holds_nothing(part):
             walk.notes.append(SkippedPart(f"part {path}", "empty multipart: no parts"))
         elif maintype == "multipart":

@@ -445,6 +445,32 @@ def test_unnamed_text_parts_that_are_not_the_body_are_documents() -> None:
     assert skipped(extraction) == {"part 4": "text/plain without a file name: text of the message"}
 
 
+def test_an_attached_message_global_is_an_attached_mail_too() -> None:
+    inner = samples.invoice_with_pdf("global")
+    raw = (
+        b'From: a@supplier.example\r\nSubject: Fwd\r\nContent-Type: multipart/mixed; boundary="x"\r\n\r\n'
+        b"--x\r\nContent-Type: text/plain\r\n\r\nsiehe Anhang\r\n"
+        b"--x\r\nContent-Type: message/global\r\n\r\n" + inner + b"\r\n--x--\r\n"
+    )
+    extraction = extract_from_mime(raw, account())
+    assert [(d.filename, d.content_type) for d in extraction.documents] == [
+        ("Rechnung global.eml", "message/rfc822"),
+        ("Rechnung_global.pdf", "application/pdf"),
+    ]
+
+
+def test_delivery_reports_are_reported_as_not_documents() -> None:
+    raw = (
+        b'From: mailer-daemon@mx.example\r\nSubject: failure\r\nContent-Type: multipart/report; boundary="r"\r\n\r\n'
+        b"--r\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        b"Final-Recipient: rfc822; x@example\r\nAction: failed\r\n\r\n--r--\r\n"
+    )
+    extraction = extract_from_mime(raw, account())
+    assert extraction.documents == []
+    assert skipped(extraction) == {"part 2": "message/delivery-status: header fields, not a document"}
+
+
 def test_a_message_that_is_one_text_xml_part_is_a_document() -> None:
     extraction = extract_from_mime(samples.xrechnung_as_the_whole_message(), account())
     assert [d.content for d in extraction.documents] == [samples.XRECHNUNG]
