@@ -3,6 +3,7 @@
     IngestError
     ├── ConfigError          the accounts file or the settings are wrong; nothing runs
     ├── SecretError          a named secret cannot be read (missing, Key Vault refused)
+    │   └── SecretMissing    it does not exist (not set, no such secret in Key Vault, empty)
     ├── AccountError         one account cannot go on (sign-in refused, DOC² key rejected, folder missing)
     │   └── AccountBusy      another run holds this account's lock
     ├── TransientError       worth retrying later (time-out, reset, 429/5xx after retries)
@@ -28,6 +29,10 @@ class ConfigError(IngestError):
 
 class SecretError(IngestError):
     """A secret named in the accounts file cannot be resolved."""
+
+
+class SecretMissing(SecretError):
+    """The secret does not exist (as opposed to Key Vault refusing or failing to answer)."""
 
 
 class AccountError(IngestError):

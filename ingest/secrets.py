@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import SecretError
+from .errors import SecretError, SecretMissing
 from .network import Proxies
 from .settings import DEFAULT_AUTHORITY_HOST, Settings
 from .tls import combined_bundle
@@ -35,7 +35,7 @@ class EnvironmentSecrets:
         variable = env_var_name(name)
         value = self._environ.get(variable)
         if not value:
-            raise SecretError(
+            raise SecretMissing(
                 f"secret {name!r} is not set: without KEY_VAULT_URL it is read from the environment variable {variable}"
             )
         return value
@@ -97,11 +97,11 @@ class KeyVaultSecrets:
         try:
             secret = self._client.get_secret(name)
         except ResourceNotFoundError:
-            raise SecretError(f"secret {name!r} does not exist in Key Vault {self._vault_url}") from None
+            raise SecretMissing(f"secret {name!r} does not exist in Key Vault {self._vault_url}") from None
         except Exception as err:
             raise self._failure(err, name, writing=False) from err
         if not secret.value:
-            raise SecretError(f"secret {name!r} in Key Vault {self._vault_url} is empty")
+            raise SecretMissing(f"secret {name!r} in Key Vault {self._vault_url} is empty")
         return secret.value
 
     def set(self, name: str, value: str) -> None:

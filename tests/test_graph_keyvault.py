@@ -158,3 +158,24 @@ def test_a_refreshed_token_cache_key_vault_will_not_store_is_an_account_error_na
         (method, path.rstrip("/"), status) for method, path, status in cloud.keyvault.requests
     ]
     assert len(cloud.keyvault.secrets["ingest-token-cache-ap-invoices"]) == 1  # the sign-in's version only
+
+
+def test_a_token_cache_key_vault_refuses_to_read_is_not_reported_as_not_signed_in(cloud: MicrosoftCloud) -> None:
+    """Signing in again cannot fix a 403 on the token-cache secret: the error must say what it is."""
+    cloud.app.public_client = True
+    for name, value in cloud.secrets.items():
+        cloud.keyvault.set_secret(name, value)
+    vault = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    account = cloud.account(auth="device_code", client_secret_secret=None)
+    _sign_in(cloud, account, vault, default_token_cache(account.name, vault))
+    cloud.keyvault.denied_clients.add(cloud.app.client_id)  # the role on the token-cache vault was taken away
+
+    denied = KeyVaultSecrets(cloud.keyvault.vault_url, credential=_credential(cloud), **_client_options(cloud))
+    store = default_token_cache(account.name, denied)
+    with pytest.raises(AccountError) as caught, cloud.open(account, token_cache=store) as mailbox:
+        mailbox.check()
+
+    message = str(caught.value)
+    assert "account 'ap-invoices'" in message and "cannot be read" in message
+    assert "Key Vault Secrets User" in message
+    assert "not signed in" not in message and "signin" not in message

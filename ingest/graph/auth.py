@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from ..errors import AccountError, ConfigError, ConnectionLost, IngestError, SecretError
+from ..errors import AccountError, ConfigError, ConnectionLost, IngestError, SecretError, SecretMissing
 from ..network import Proxies
 
 if TYPE_CHECKING:
@@ -99,11 +99,16 @@ class SecretTokenCacheStore:
         self.description = f"secret {name!r}"
 
     def load(self) -> str | None:
+        """None when nothing was saved yet. Key Vault refusing the read (403) or not answering is the account's
+        error saying so, not "not signed in": signing in again would not help."""
         try:
             return self._read(self.name)
-        except SecretError as err:
-            log.info("token cache %s not readable: %s", self.description, err)
+        except SecretMissing as err:
+            log.info("token cache %s not found: %s", self.description, err)
             return None
+        except SecretError as err:
+            where = f"account {self._account!r}: " if self._account else ""
+            raise AccountError(f"{where}the saved sign-in (token cache) cannot be read: {err}") from err
 
     def save(self, data: str) -> None:
         try:

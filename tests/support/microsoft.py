@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from ingest.config import GraphAccount
-from ingest.errors import SecretError
+from ingest.errors import SecretMissing
 from ingest.mailbox.graph import GraphMailbox
 
 from .ca import TestCA
@@ -41,7 +41,7 @@ class DictSecrets:
         try:
             return self.values[name]
         except KeyError:
-            raise SecretError(f"secret {name!r} is not set") from None
+            raise SecretMissing(f"secret {name!r} is not set") from None
 
     def _set(self, name: str, value: str) -> None:
         self.values[name] = value
