@@ -21,7 +21,9 @@ time. The evidence decides:
 
 ``Doc2Health`` numbers the uploads of the whole run as they start and keeps the newest number DOC² accepted (the
 upload threads report to it), so "accepted after" is about cause, not about which answer happened to come first;
-``Doc2Verdicts`` holds one account run's suspects.
+``Doc2Verdicts`` holds one account run's suspects. Once an account's run ended in an outage and DOC² accepted
+nothing since, each following account of the run first asks the status request: no answer fails that account at
+once, naming DOC², without reading its mail (``Doc2Health.still_down``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Doc2Health:
         self._lock = threading.Lock()
         self._started = 0
         self._newest_accepted = 0
+        self._outage_at: int | None = None  # the latest upload's number when an outage was declared
 
     def start(self) -> int:
         """An upload starts: its number."""
@@ -67,6 +70,15 @@ class Doc2Health:
     def record_accepted(self, number: int) -> None:
         with self._lock:
             self._newest_accepted = max(self._newest_accepted, number)
+
+    def declare_outage(self) -> None:
+        with self._lock:
+            self._outage_at = self._started
+
+    def still_down(self) -> bool:
+        """True when an outage was declared in this run and DOC² accepted no upload started since."""
+        with self._lock:
+            return self._outage_at is not None and self._newest_accepted <= self._outage_at
 
     def accepted_after(self, number: int) -> bool:
         """True when DOC² accepted an upload that started after upload ``number``."""
@@ -133,6 +145,7 @@ class Doc2Verdicts:
         return [], self.outage(str(self._suspects[-1].error))
 
     def outage(self, detail: str) -> Doc2Unavailable:
+        self._health.declare_outage()
         waiting = len(self._suspects)
         return Doc2Unavailable(
             f"DOC² unavailable: {detail}. No attempt is counted against any message ({waiting} left waiting); the "

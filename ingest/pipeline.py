@@ -100,6 +100,16 @@ class Pipeline:
                         log.error("DOC² client not available: %s", err)
                         break
                     self._uploads = stack.enter_context(upload_pool(self.config.doc2.max_concurrent_uploads))
+                if doc2 is not None and self._health.still_down() and (problem := doc2.probe()) is not None:
+                    # DOC² failed an earlier account of this run and still does not answer: spare this one's retries.
+                    error = (
+                        f"DOC² unavailable: DOC² at {doc2.base_url} failed this run's uploads and does not answer a "
+                        f"status request ({problem}). No attempt is counted against any message; the mail stays "
+                        f"where it is and is imported once DOC² is back"
+                    )
+                    report.accounts.append(_account_failed(account, error))
+                    log.error("account %s: %s", account.name, error)
+                    continue
                 report.accounts.append(self.run_account(account, doc2, dry_run=dry_run))
         report.duration_seconds = time.time() - report.started_at
         return report
@@ -226,7 +236,7 @@ class Pipeline:
                 flight.abandon()
                 stop = stop or err
             stop = stop or flight.doc2_down
-        if verdicts is not None:
+        if verdicts is not None and not isinstance(stop, ConnectionLost):  # no mailbox left to move anything
             self._count_cleared(account, mailbox, report, verdicts)
             again, outage = verdicts.at_end(lambda suspect: self._kept_failing(account, suspect))
             for suspect in again:

@@ -67,6 +67,30 @@ def test_doc2_unreachable_stops_the_account_after_one_message_and_counts_nothing
     assert _attempts(scenario) == {}
 
 
+def test_after_an_outage_the_next_accounts_of_the_run_ask_doc2_first_and_read_no_mail(scenario):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    scenario.append_many([invoice_mail(n) for n in range(2)])
+    scenario.append_many([invoice_mail(n) for n in range(2, 4)], folder="Other")
+    config = scenario.write_config(
+        scenario.imap_account("first"), scenario.imap_account("second", folder="Other", processed_folder="Done")
+    )
+    text = scenario.config_path.read_text(encoding="utf-8").replace(
+        config.doc2.base_url, f"https://127.0.0.1:{closed_port}"
+    )
+    scenario.config_path.write_text(text, encoding="utf-8")
+
+    first, second = scenario.run().accounts
+
+    assert first.outcome == second.outcome == "account_failed"
+    assert first.messages_deferred == 2
+    assert second.error.startswith("DOC² unavailable") and "failed this run's uploads" in second.error
+    assert second.messages_deferred == 0, "its mail was not even listed: no upload tried, no retries waited"
+    assert len(scenario.messages("INBOX")) == 2 and len(scenario.messages("Other")) == 2
+    assert _attempts(scenario, "first") == {} and _attempts(scenario, "second") == {}
+
+
 def test_a_document_doc2_keeps_failing_counts_attempts_while_the_others_go_on_then_fails(scenario):
     scenario.append_many([invoice_mail(n) for n in range(4)])  # invoice-0 is the oldest: tried first
     scenario.write_config(scenario.imap_account())
