@@ -141,9 +141,9 @@ def test_the_token_cache_vault_setting_chooses_where_caches_live(cloud: Microsof
     settings = Settings.from_environ(environ)
     assert settings.token_cache_vault_url == "https://kv-tc-example.vault.azure.net"
     secrets = EnvironmentSecrets({})
-    source = token_cache_source(settings.token_cache_vault_url, secrets)
+    source = token_cache_source(settings, secrets)
     assert isinstance(source, KeyVaultSecrets) and source._vault_url == "https://kv-tc-example.vault.azure.net"
     store = token_cache_store(cloud.account(auth="device_code", client_secret_secret=None), settings, secrets)
     assert isinstance(store, SecretTokenCacheStore) and store.name == "ingest-token-cache-ap-invoices"
     # Without it, the secrets' own source keeps them (Key Vault locally with KEY_VAULT_URL, or an encrypted file).
-    assert token_cache_source(None, secrets) is secrets
+    assert token_cache_source(Settings.from_environ({}), secrets) is secrets
