@@ -9,6 +9,9 @@ done in the ``ingest`` package (``ingest.jobs``).
   import of one account, answered with JSON.
 - ``POST /api/graph/notifications`` (anonymous, checked by clientState): Graph change notifications; queues an
   import job for the account (``ingest.live``).
+- ``GET /api/status``, ``GET /api/accounts/{name}/failed``, ``POST /api/accounts/{name}/retry`` (function key): the
+  operator's commands (``ingest.http_operations``); ``GET /api/health`` (anonymous) says only whether the app can
+  read its configuration and state store.
 """
 
 import json
@@ -16,7 +19,7 @@ import logging
 
 import azure.functions as func
 
-from ingest import jobs, live, telemetry
+from ingest import http_operations, jobs, live, telemetry
 
 telemetry.configure()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -72,6 +75,30 @@ def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     the validation handshake, else 202 at once after queueing an import job of the account."""
     answer = live.receive_notification(dict(req.params), req.get_body())
     return func.HttpResponse(answer.body, status_code=answer.status, mimetype=answer.content_type, charset="utf-8")
+
+
+@app.route(route="status", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
+def accounts_status(req: func.HttpRequest) -> func.HttpResponse:
+    """Per account: last run, messages waiting for a retry, failed messages (as `status --json`)."""
+    return _json(http_operations.status())
+
+
+@app.route(route="accounts/{name}/failed", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
+def account_failed(req: func.HttpRequest) -> func.HttpResponse:
+    """The account's mail in the failed folder (as `failed NAME --json`); 404 unknown account."""
+    return _json(http_operations.failed(req.route_params["name"]))
+
+
+@app.route(route="accounts/{name}/retry", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def account_retry(req: func.HttpRequest) -> func.HttpResponse:
+    """Failed mail back to the source folder (POP3: forgotten); body {"refs": [...]} or empty for all of it."""
+    return _json(http_operations.retry(req.route_params["name"], req.get_body() or b""))
+
+
+@app.route(route="health", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Anonymous: whether the configuration and the state store can be read; names nothing, reveals nothing."""
+    return _json(http_operations.health())
 
 
 def _json(answer: jobs.Answer) -> func.HttpResponse:

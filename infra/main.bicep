@@ -334,6 +334,16 @@ module alerts './app/alerts.bicep' = {
   }
 }
 
+module workbook './app/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    runIntervalMinutes: runIntervalMinutes
+  }
+}
+
 // azd reads these into the environment (.azure/<env>/.env); docs/DEPLOY.md uses them.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId

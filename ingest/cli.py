@@ -7,32 +7,41 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from .config import Config, GraphAccount, ImapAccount, Pop3Account
 from .errors import ConfigError, IngestError
+from .progress import Progress, StderrProgress, format_date
 from .report import RunReport
+from .schema import DEFAULT_SCHEMA_PATH
 from .secrets import env_var_name
 from .settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO if not args.quiet else logging.WARNING,
+        # Progress lines tell what happens; the log adds warnings and errors (everything with --verbose).
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     for noisy in ("httpx", "httpcore", "azure", "msal", "urllib3", "imapclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings.from_environ(config_path=args.config)
+    if args.handler is _cmd_schema:  # needs no accounts file
+        return _cmd_schema(args, None, None)
     try:
+        settings = Settings.from_environ(config_path=args.config)
         config = _load(settings)
     except ConfigError as err:
         print(f"invalid configuration:\n{err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    args.progress = Progress() if args.quiet else StderrProgress(stream=sys.stderr)
     try:
         return int(args.handler(args, settings, config))
     except ConfigError as err:
@@ -41,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IngestError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"\n{args.progress.interrupted()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _load(settings: Settings) -> Config:
@@ -49,15 +61,29 @@ def _load(settings: Settings) -> Config:
     return load(settings)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _options(*, top: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command. Only the top level sets their defaults: a
+    command's parser must not overwrite what was given before the command (``--config F check``)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="accounts file (default: $INGEST_CONFIG or ./accounts.yaml)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging on standard error")
-    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument(
+        "--config", metavar="PATH", help="accounts file (default: $INGEST_CONFIG or ./accounts.yaml)", **default
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="every log record (debug) on standard error", **default
+    )
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, warnings and errors only; the summary", **default
+    )
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _options(top=False)
     parser = argparse.ArgumentParser(
         prog="python -m ingest",
         description="Import documents that arrive by e-mail (Microsoft 365, IMAP, POP3) into DOC².",
-        parents=[common],
+        parents=[_options(top=True)],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -73,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         "test-login",
         parents=[common],
         help="sign in to each mailbox and check the DOC² key",
-        description="Sign in to each mailbox, open its folders and check the DOC² API key; one line per "
-        "account. Exit 0 all fine, 1 any failed, 2 bad configuration.",
+        description="Check the DOC² API key, then sign in to each mailbox and open its folders; one line per "
+        "check as it happens. Exit 0 all fine, 1 any failed, 2 bad configuration.",
     )
     login.add_argument("names", nargs="*", metavar="NAME", help="accounts to test (default: all)")
     login.set_defaults(handler=_cmd_test_login)
@@ -84,12 +110,47 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="one ingestion pass",
         description="One ingestion pass: upload new documents to DOC² and move their mail to the processed "
-        "folder. Exit 0 no account failed, 1 an account failed, 2 bad configuration.",
+        "folder; progress on standard error. Exit 0 no account failed, 1 an account failed or stopped (or has "
+        "failed messages), 2 bad configuration.",
     )
     run.add_argument("names", nargs="*", metavar="NAME", help="accounts to import (default: all)")
     run.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")
     run.add_argument("--json", action="store_true", help="print the run report as one JSON document on stdout")
     run.set_defaults(handler=_cmd_import)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="last run, waiting and failed messages per account",
+        description="Per account: type, last run (time, outcome, counts), messages waiting for a retry, messages "
+        "in the failed folder. Exit 0, 2 bad configuration.",
+    )
+    status.add_argument("names", nargs="*", metavar="NAME", help="accounts (default: all)")
+    status.add_argument("--json", action="store_true", help='one JSON document: {"accounts": [...]}')
+    status.set_defaults(handler=_cmd_status)
+
+    failed = commands.add_parser(
+        "failed",
+        parents=[common],
+        help="the mail that went to the failed folder",
+        description="The mail that went to the failed folder: account, reference, sender, subject, date, "
+        "attempts, reason. Exit 0, 2 bad configuration.",
+    )
+    failed.add_argument("names", nargs="*", metavar="NAME", help="accounts (default: all)")
+    failed.add_argument("--json", action="store_true", help='one JSON document: {"failed": [...]}')
+    failed.set_defaults(handler=_cmd_failed)
+
+    retry = commands.add_parser(
+        "retry",
+        parents=[common],
+        help="give failed mail of an account a fresh start",
+        description="Give failed mail of an account (all of it, or the references named; see `failed`) a fresh "
+        "start: IMAP and Graph move it back to the source folder, POP3 forgets the failure; the next import takes "
+        "it. Exit 0, 1 could not (all or some), 2 bad configuration.",
+    )
+    retry.add_argument("name", metavar="NAME", help="the account")
+    retry.add_argument("refs", nargs="*", metavar="REF", help="references from `failed` (default: all)")
+    retry.set_defaults(handler=_cmd_retry)
 
     signin = commands.add_parser(
         "signin",
@@ -100,6 +161,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     signin.add_argument("name", metavar="NAME")
     signin.set_defaults(handler=_cmd_signin)
+
+    schema = commands.add_parser(
+        "schema",
+        parents=[common],
+        help="write the accounts file's JSON Schema",
+        description="Write the JSON Schema of the accounts file (generated from the models) to PATH "
+        f"(default {DEFAULT_SCHEMA_PATH}), or to standard output with '-'.",
+    )
+    schema.add_argument("path", nargs="?", default=DEFAULT_SCHEMA_PATH, metavar="PATH")
+    schema.set_defaults(handler=_cmd_schema)
     return parser
 
 
@@ -155,27 +226,28 @@ def _secret_names(account: GraphAccount | ImapAccount | Pop3Account) -> list[str
 
 
 def _cmd_test_login(args: argparse.Namespace, settings: Settings, config: Config) -> int:
-    from .service import run_test_login
+    from .service import LoginResult, test_logins
 
-    results = run_test_login(settings, config, args.names)
-    for result in results:
-        status = "ok  " if result.ok else "FAIL"
-        print(f"{status} {result.account} ({result.type}): {result.detail}")
+    def show(result: LoginResult) -> None:
+        what = result.account if result.type == "doc2" else f"{result.account} ({result.type})"
+        print(f"{'ok  ' if result.ok else 'FAIL'} {what}: {result.detail}", flush=True)
         for note in result.notes:
-            print(f"       {note}")
+            print(f"       {note}", flush=True)
+
+    results = test_logins(settings, config, args.names, on_result=show)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
 def _cmd_import(args: argparse.Namespace, settings: Settings, config: Config) -> int:
     from .service import run_import
 
-    report = run_import(settings, config, args.names, dry_run=args.dry_run)
+    report = run_import(settings, config, args.names, dry_run=args.dry_run, progress=args.progress)
     if args.json:
         json.dump(report.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
         print()
     else:
         _print_report(report)
-    return EXIT_FAILED if report.failed_accounts else EXIT_OK
+    return EXIT_FAILED if report.troubled_accounts else EXIT_OK
 
 
 def _print_report(report: RunReport) -> None:
@@ -209,10 +281,107 @@ def _print_report(report: RunReport) -> None:
         for planned in account.planned:
             print(
                 f"    would upload {planned.filename} ({planned.content_type}, {planned.size} bytes) "
-                f"from {planned.message} to source {planned.source!r}"
+                f'from {planned.sender or "(no sender)"} | "{planned.subject}" | {_date(planned.received)} '
+                f"to source {planned.source!r}"
             )
         for note in account.notes:
             print(f"    note: {note}")
+
+
+def _date(iso: str | None) -> str:
+    return format_date(datetime.fromisoformat(iso)) if iso else "(no date)"
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings, config: Config) -> int:
+    from .operations import account_status, open_state
+
+    state = open_state(settings, read_only=True)
+    try:
+        accounts = account_status(config, state, args.names)
+    finally:
+        state.close()
+    if args.json:
+        _print_json({"accounts": accounts})
+        return EXIT_OK
+    for entry in accounts:
+        print(f"{entry['name']} ({entry['type']})")
+        if entry["last_run"] is None:
+            print("  last run:          never")
+        else:
+            counts = entry["counts"]
+            print(
+                f"  last run:          {_date(entry['last_run'])} UTC, {entry['outcome']}: "
+                f"{counts.get('messages_imported', 0)} imported, {counts.get('documents_uploaded', 0)} documents, "
+                f"{counts.get('messages_failed', 0)} failed, "
+                f"{counts.get('messages_moved_to_failed', 0)} moved to failed"
+            )
+            if entry["error"]:
+                print(f"  error:             {entry['error']}")
+            if entry["outcome"] != "ok":
+                since = _date(entry["last_success"]) + " UTC" if entry["last_success"] else "never"
+                print(f"  last success:      {since}; failed runs in a row: {entry['failures_in_a_row']}")
+        print(f"  waiting for retry: {entry['waiting_for_retry']}")
+        print(
+            f"  failed messages:   {entry['failed_messages']}"
+            + ("  (see: failed, retry)" if entry["failed_messages"] else "")
+        )
+    return EXIT_OK
+
+
+def _cmd_failed(args: argparse.Namespace, settings: Settings, config: Config) -> int:
+    from .operations import failed_messages, open_state
+
+    state = open_state(settings, read_only=True)
+    try:
+        failed = failed_messages(config, state, args.names)
+    finally:
+        state.close()
+    if args.json:
+        _print_json({"failed": failed})
+        return EXIT_OK
+    if not failed:
+        print("no failed messages")
+    for entry in failed:
+        print(f"{entry['account']}  ref {entry['ref']}")
+        print(f"  from:     {entry['from'] or '(unknown)'}")
+        print(f"  subject:  {entry['subject'] if entry['subject'] is not None else '(unknown)'}")
+        print(f"  date:     {_date(entry['received'])}")
+        print(f"  attempts: {entry['attempts']}")
+        print(f"  reason:   {entry['reason']}")
+    return EXIT_OK
+
+
+def _cmd_retry(args: argparse.Namespace, settings: Settings, config: Config) -> int:
+    from .operations import open_state, retry_failed
+
+    state = open_state(settings)
+    try:
+        result = retry_failed(settings, config, state, args.name, args.refs)
+    finally:
+        state.close()
+    for ref in result.retried:
+        print(f"retry {result.account} {ref}: fresh start; the next import takes it")
+    for problem in result.problems:
+        print(f"could not retry: {problem}", file=sys.stderr)
+    if not result.retried and not result.problems:
+        print(f"account {result.account}: no failed messages")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _cmd_schema(args: argparse.Namespace, settings: Settings | None, config: Config | None) -> int:
+    from .schema import schema_text
+
+    if args.path == "-":
+        sys.stdout.write(schema_text())
+    else:
+        Path(args.path).write_text(schema_text(), encoding="utf-8")
+        print(f"JSON Schema of the accounts file written to {args.path}")
+    return EXIT_OK
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    print()
 
 
 def _cmd_signin(args: argparse.Namespace, settings: Settings, config: Config) -> int:

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from . import telemetry
 from .errors import AccountError, Doc2Unavailable, DocumentError, OutOfTime
 from .model import Document
 from .retry import RetryPolicy, bounded_wait, default_policy, parse_retry_after
@@ -130,6 +131,7 @@ class Doc2Client:
             # A document in a temporary file is streamed from a fresh reader on every attempt; httpx still sends
             # a Content-Length (it takes the file's size), so DOC² reads one plain body.
             body: bytes | BinaryIO = document.blob.read() if document.blob.in_memory else document.open()
+            sent = time.monotonic()
             try:
                 request = self._http.build_request(
                     "POST",
@@ -142,8 +144,13 @@ class Doc2Client:
                     # A document in memory goes as one piece: the form's dozen short lines each took a write to
                     # the socket of their own (and a turn of the GIL), which cost more CPU than the document.
                     request.read()
+                sent = time.monotonic()
                 response = self._http.send(request)
+                telemetry.record_doc2_request(time.monotonic() - sent, str(response.status_code))
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as err:
+                telemetry.record_doc2_request(
+                    time.monotonic() - sent, "timeout" if isinstance(err, httpx.TimeoutException) else "network"
+                )
                 if _certificate_refused(err):
                     # Not transient and not this document's fault: stop the account, count no attempt.
                     raise AccountError(self._untrusted(err)) from err

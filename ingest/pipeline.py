@@ -33,8 +33,9 @@ from .extraction import MAX_DOCUMENTS_PER_MESSAGE
 from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
 from .mailbox.base import Mailbox, MailItem
-from .model import MessageRef, SkippedPart, custom_doc_id
+from .model import MessageHeaders, MessageRef, SkippedPart, custom_doc_id
 from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
+from .progress import Progress
 from .report import (
     MAX_SKIPPED_LISTED,
     AccountReport,
@@ -46,7 +47,7 @@ from .report import (
 )
 from .rules import Decision, decide
 from .secrets import SecretSource
-from .state import AccountLock, HeldLock, Settlement, StateStore
+from .state import AccountLock, HeldLock, MessageInfo, RunRecord, Settlement, StateStore
 from .tempfiles import sweep_stale as sweep_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Pipeline:
         open_doc2: Doc2Factory,
         deadline: float | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Progress | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -84,6 +86,9 @@ class Pipeline:
         self._lock: AccountLock = HeldLock()  # the account lock of the account being run: checked before each move
         self._marks: ReadingMarks | None = None  # "attempt started" of the account being run (ingest.attempts)
         self._crashed: tuple[str, int] | None = None  # the message an earlier run died on, and its attempts
+        self.progress = progress or Progress()
+        self._position = 0  # the message being looked at, counted from 1 (progress)
+        self._headers: dict[str, MessageHeaders] = {}  # by message key: headers of the messages read this run
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
@@ -117,6 +122,8 @@ class Pipeline:
     def run_account(self, account: AnyAccount, doc2: Doc2Client | None, *, dry_run: bool = False) -> AccountReport:
         report = AccountReport(account=account.name, type=account.type)
         started = time.monotonic()
+        started_at = datetime.now(UTC)
+        self._headers.clear()
         try:
             if dry_run:
                 self._process_mailbox(account, doc2, report, dry_run=True)
@@ -136,7 +143,12 @@ class Pipeline:
         except Exception as err:
             report.outcome, report.error = "account_failed", f"unexpected {type(err).__name__}: {err}"
             log.exception("account %s: unexpected error", account.name)
+        if report.outcome == "ok" and report.messages_failed:
+            report.outcome = "failed"  # the run went through, but some of its mail did not
         report.duration_seconds = time.monotonic() - started
+        if not dry_run and report.outcome != "busy":
+            self._record_run(report, started_at)
+        self.progress.account_finished(account.name, report.outcome)
         log.info(
             "account %s: %s; seen %d, imported %d, documents uploaded %d, failed %d, deferred %d",
             account.name,
@@ -148,6 +160,27 @@ class Pipeline:
             report.messages_deferred,
         )
         return report
+
+    def _record_run(self, report: AccountReport, started_at: datetime) -> None:
+        """The run's outcome and counts for ``status``; a state store that cannot take it does not fail the run."""
+        counts = {
+            key: value
+            for key, value in vars(report).items()
+            if isinstance(value, int) and key.startswith(("messages_", "documents_"))
+        }
+        run = RunRecord(
+            report.account,
+            report.type,
+            started_at.isoformat(timespec="seconds"),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            report.outcome,
+            counts,
+            report.error,
+        )
+        try:
+            report.failures_in_a_row = self.state.record_run(run).failures_in_a_row
+        except IngestError as err:
+            log.warning("account %s: the run's outcome could not be recorded: %s", report.account, err)
 
     def _process_mailbox(
         self, account: AnyAccount, doc2: Doc2Client | None, report: AccountReport, *, dry_run: bool
@@ -177,6 +210,10 @@ class Pipeline:
             self._marks = ReadingMarks(self.state, account.name) if flight is not None else None
             self._crashed = self._marks.charge_unfinished() if self._marks is not None else None
             refs = list(mailbox.list_messages())
+            looked_at = len(refs)
+            if account.type == "pop3":
+                looked_at -= sum(1 for ref in refs if ref.key in remembered)
+            self.progress.account_started(account.name, account.type, looked_at)
             if refs and not dry_run:
                 mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
             try:
@@ -201,6 +238,7 @@ class Pipeline:
     ) -> None:
         stop: IngestError | None = None  # why this run of the account ends early
         left = 0  # messages not started
+        self._position = 0
         for index, ref in enumerate(refs):
             if ref.key in remembered and account.type == "pop3":
                 report.messages_remembered += 1
@@ -208,6 +246,7 @@ class Pipeline:
                     self._lock.check()
                     mailbox.settle(ref, "processed")  # a failed message stays on the server for good
                 continue
+            self._position += 1
             if flight is not None and flight.doc2_down is not None:
                 stop, left = flight.doc2_down, len(refs) - index
                 break
@@ -270,6 +309,7 @@ class Pipeline:
         if ref.headers is not None and (reason := message_passes_filters(ref.headers, account.filters, now)):
             report.messages_skipped_by_filter += 1
             log.debug("%s: left in place: %s", where, reason)
+            self.progress.message(self._position, ref.headers, "left in place: filter")
             return
         report.messages_seen += 1
         identity: str | None = None
@@ -279,7 +319,9 @@ class Pipeline:
         try:
             item = mailbox.read(ref)
             identity = item.identity
+            self._headers[ref.key] = item.headers
             reason = message_passes_filters(item.headers, account.filters, now)
+            self.progress.message(self._position, item.headers, "left in place: filter" if reason else "")
             if reason:
                 report.messages_seen -= 1
                 report.messages_skipped_by_filter += 1
@@ -300,6 +342,8 @@ class Pipeline:
                     raise _damage(work, dry_run=True)
                 return
         except Exception as err:  # noqa: BLE001 - every failure is dispatched (and logged once) below
+            if ref.key not in self._headers:
+                self.progress.message(self._position, ref.headers, "could not be read")
             self._message_failed(account, mailbox, ref, identity, report, where, err, dry_run=dry_run)
             return
         finally:
@@ -415,7 +459,15 @@ class Pipeline:
             if dry_run:
                 report.planned.append(
                     PlannedDocument(
-                        ref.key, document.filename, document.content_type, document.size, decision.source, decision.rule
+                        ref.key,
+                        document.filename,
+                        document.content_type,
+                        document.size,
+                        decision.source,
+                        decision.rule,
+                        headers.sender,
+                        headers.subject,
+                        headers.received.isoformat() if headers.received else None,
                     )
                 )
                 continue
@@ -547,6 +599,18 @@ class Pipeline:
         final: bool = False,
     ) -> None:
         attempts = self.state.record_failure(account.name, ref.key, identity, error)
+        headers = self._headers.get(ref.key) or ref.headers
+        if headers is not None:  # for `failed`, and for retry to find the message again
+            info = MessageInfo(
+                headers.sender,
+                headers.subject,
+                headers.received.isoformat() if headers.received else None,
+                headers.message_id,
+            )
+            try:
+                self.state.record_message_info(account.name, ref.key, info)
+            except IngestError as err:  # `failed` then shows the message without sender and subject
+                log.warning("%s: sender and subject not recorded: %s", where, err)
         report.messages_failed += 1
         prefix = "not retried" if final else f"attempt {attempts}/{account.max_attempts}"
         problem = MessageProblem(ref.key, f"{prefix}: {error}")

@@ -6,7 +6,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-AccountOutcome = Literal["ok", "account_failed", "busy", "partial"]
+# ok: everything done; failed: the run went through but some messages failed; partial: stopped early (time budget,
+# or DOC²/the mailbox connection gone: then ``error`` says why); account_failed: nothing could be done; busy: skipped.
+AccountOutcome = Literal["ok", "failed", "partial", "account_failed", "busy"]
 
 
 @dataclass
@@ -26,6 +28,9 @@ class PlannedDocument:
     size: int
     source: str = ""
     rule: str | None = None  # the routing rule that matched its message
+    sender: str = ""
+    subject: str = ""
+    received: str | None = None  # ISO 8601
 
 
 @dataclass
@@ -92,6 +97,10 @@ class AccountReport:
     routing: list[Routing] = field(default_factory=list)  # dry run: the rule of each message
     notes: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
+    failures_in_a_row: int = 0  # troubled runs of this account in a row, this one included (from the state store)
+
+
+_NOT_SUMMED = frozenset({"failures_in_a_row"})  # per account: a sum over accounts means nothing
 
 
 @dataclass
@@ -105,8 +114,22 @@ class RunReport:
     def failed_accounts(self) -> list[AccountReport]:
         return [a for a in self.accounts if a.outcome == "account_failed"]
 
+    @property
+    def troubled_accounts(self) -> list[AccountReport]:
+        """Accounts that make ``import`` exit 1: failed, with failed messages, or stopped by an error (DOC²
+        unavailable, the connection lost); a run stopped by its time budget alone is not trouble."""
+        return [
+            a
+            for a in self.accounts
+            if a.outcome in ("account_failed", "failed") or (a.outcome == "partial" and a.error)
+        ]
+
     def totals(self) -> dict[str, int]:
-        keys = [k for k, v in asdict(AccountReport("", "")).items() if isinstance(v, int) and not isinstance(v, bool)]
+        keys = [
+            k
+            for k, v in asdict(AccountReport("", "")).items()
+            if isinstance(v, int) and not isinstance(v, bool) and k not in _NOT_SUMMED
+        ]
         return {k: sum(getattr(a, k) for a in self.accounts) for k in keys}
 
     def as_dict(self) -> dict[str, Any]:

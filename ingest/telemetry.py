@@ -32,13 +32,15 @@ Records and metrics of one run (``record_run``):
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from .report import AccountReport, RunReport
-from .settings import Settings
+from .state.base import run_verdict
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ METER_NAME = "ingest"
 RUN_SUMMARY_EVENT = "run_summary"
 ACCOUNT_RESULT_EVENT = "account_result"
 JOB_POISONED_EVENT = "job_poisoned"
+MESSAGE_MOVED_TO_FAILED_EVENT = "message_moved_to_failed"
+DOC2_REQUEST_METRIC = "doc2_request_duration"
 ACCOUNT_FAILED_OUTCOME = "account_failed"
 FLUSH_TIMEOUT_MILLIS = 10_000
 
@@ -77,7 +81,7 @@ class AccountContextFilter(logging.Filter):
 def configure(environ: Mapping[str, str] | None = None) -> bool:
     """Export to Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set. Returns whether it does."""
     global _configured
-    env = Settings.from_environ(environ).environ
+    env = dict(os.environ if environ is None else environ)  # not Settings: a bad setting must not stop the app
     logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every HTTP request at INFO
     connection_string = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
@@ -127,16 +131,26 @@ class _Instruments:
         self.run_duration = meter.create_histogram(
             "run_duration", unit="s", description="Duration of one account's run"
         )
+        self.doc2_request_duration = meter.create_histogram(
+            DOC2_REQUEST_METRIC, unit="s", description="One HTTP request to DOC² (an upload try), by its status"
+        )
 
 
 _instruments: _Instruments | None = None
+_instruments_lock = threading.Lock()
 
 
 def _metrics() -> _Instruments:
     global _instruments
-    if _instruments is None:
-        _instruments = _Instruments()
+    with _instruments_lock:  # uploads record from several threads at once
+        if _instruments is None:
+            _instruments = _Instruments()
     return _instruments
+
+
+def record_doc2_request(seconds: float, status: str) -> None:
+    """One request to DOC² and its outcome: the HTTP status ("200", "429", "503"...), or "timeout" / "network"."""
+    _metrics().doc2_request_duration.record(seconds, {"status": status})
 
 
 def record_run(report: RunReport, *, trigger: str) -> None:
@@ -194,7 +208,26 @@ def _log_account_result(account: AccountReport, trigger: str) -> None:
         "messages_moved_to_failed": account.messages_moved_to_failed,
         "messages_deferred": account.messages_deferred,
         "duration_seconds": round(account.duration_seconds, 3),
+        # what the workbook and the alerts ask: did the run succeed, and how many failed in a row (state store)
+        "run_succeeded": {True: "true", False: "false", None: ""}[run_verdict(account.outcome, account.error)],
+        "failures_in_a_row": account.failures_in_a_row,
     }
+    for problem in account.problems:
+        if problem.moved_to_failed:
+            log.warning(
+                "account %s: message %s moved to the failed folder: %s",
+                account.account,
+                problem.message,
+                problem.error,
+                extra={
+                    "event": MESSAGE_MOVED_TO_FAILED_EVENT,
+                    "account": account.account,
+                    "account_type": account.type,
+                    "message_ref": problem.message,
+                    "reason": problem.error,
+                    "trigger": trigger,
+                },
+            )
     if account.outcome == ACCOUNT_FAILED_OUTCOME:
         log.error("account %s failed: %s", account.account, account.error, extra=extra)
     elif account.outcome == "busy":

@@ -3,9 +3,11 @@
 # without one it runs the local demo (loopback Dovecot + local DOC² server) so you can watch the whole flow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 if [ -n "${INGEST_CONFIG:-}" ] || [ -f accounts.yaml ]; then
+  bash scripts/setup.sh --runtime-only   # your mailboxes need no Dovecot and no test tools
+  .venv/bin/python -m ingest check
   exec .venv/bin/python -m ingest import "$@"
 fi
+bash scripts/setup.sh
 echo "No accounts.yaml here: running the local demo (nothing leaves this machine)." >&2
 exec .venv/bin/python scripts/demo.py

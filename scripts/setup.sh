@@ -4,6 +4,9 @@
 # .venv, pinned packages, the pinned azure-mgmt-* wheels whose REST API models the infra tests check the Bicep against.
 # With --with-azurite (what .ci/run uses) also Node.js/npm and the Azure Storage emulator Azurite, pinned, in
 # .tools/azurite (the tests of the Azure side start it themselves).
+# With --runtime-only (scripts/quickstart.sh with your own accounts.yaml) only what importing needs: the venv with
+# requirements.txt; no Dovecot, no test tools, no wheels for the infra tests.
+# SETUP_PLAN=1 prints what would be installed and changes nothing.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,17 +14,26 @@ cd "$(dirname "$0")/.."
 # The newest Azurite that runs on Node 18/20 (3.36 and later need Node 21+), as Debian 12 and this image have.
 AZURITE_VERSION=3.35.0
 with_azurite=0
+runtime_only=0
 for arg in "$@"; do
   case "$arg" in
     --with-azurite) with_azurite=1 ;;
-    *) echo "setup: unknown option $arg (known: --with-azurite)" >&2; exit 2 ;;
+    --runtime-only) runtime_only=1 ;;
+    *) echo "setup: unknown option $arg (known: --with-azurite, --runtime-only)" >&2; exit 2 ;;
   esac
 done
 
 need_apt=()
-command -v dovecot >/dev/null 2>&1 || need_apt+=(dovecot-imapd dovecot-pop3d)
+if [ "$runtime_only" -eq 0 ]; then
+  command -v dovecot >/dev/null 2>&1 || need_apt+=(dovecot-imapd dovecot-pop3d)
+fi
 if [ "$with_azurite" -eq 1 ]; then
   command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+fi
+if [ "${SETUP_PLAN:-0}" = 1 ]; then
+  echo "setup plan: Debian packages: ${need_apt[*]:-none}"
+  if [ "$runtime_only" -eq 1 ]; then echo "setup plan: Python: requirements.txt"; else echo "setup plan: Python: requirements-dev.txt"; fi
+  exit 0
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -70,6 +82,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt requirements-dev.txt constraints-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$runtime_only" -eq 1 ]; then
+  runtime_stamp=.venv/.runtime.sha256
+  runtime_want=$(sha256sum < requirements.txt | cut -d' ' -f1)
+  if { [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; } \
+    && { [ ! -f "$runtime_stamp" ] || [ "$(cat "$runtime_stamp")" != "$runtime_want" ]; }; then
+    echo "setup: installing the product's Python packages (pinned)" >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+      | grep -v "^WARNING: Location" >&2 || true
+    echo "$runtime_want" > "$runtime_stamp"
+  fi
+  exit 0
+fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages (pinned)" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 \

@@ -48,6 +48,10 @@ def test_functions_index_with_their_triggers(functions):
         "account_test_login",
         "account_import",
         "graph_notifications",
+        "accounts_status",
+        "account_failed",
+        "account_retry",
+        "health",
     }
     for name, setting in (
         ("mail_import_timer", "%MAIL_TIMER_SCHEDULE%"),

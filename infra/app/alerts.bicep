@@ -1,10 +1,13 @@
-// Alerts an administrator acts on, all to one action group that e-mails alertEmail. They query Application
-// Insights (classic table names: traces, customMetrics) and rely on this telemetry contract of the app:
-//   - a metric named messagesFailedMetric (counter of messages that failed in a run);
-//   - one trace per run with customDimensions.event == runSummaryEvent and customDimensions.messages_failed;
-//   - a trace with customDimensions.outcome == accountFailedOutcome and customDimensions.account for every
-//     account that failed (bad password, expired secret, DOC² key rejected...).
-// docs/DEPLOY.md explains what each alert means and what to do.
+// Alerts an administrator acts on, all to one action group that e-mails alertEmail. None fires on a single failed
+// attempt (a message is tried max_attempts times; one failed run of an account can be a passing outage). They query
+// Application Insights (classic table names: traces) and rely on this telemetry contract of the app
+// (ingest/telemetry.py; tests/infra/test_workbook.py checks every name a query uses exists there):
+//   - a trace with customDimensions.event == movedToFailedEvent, .account, .message_ref and .reason for every
+//     message moved to the failed folder;
+//   - a trace per account run with customDimensions.event == accountResultEvent, .account, .failures_in_a_row
+//     (failed runs in a row, from the state store) and .run_succeeded ('true', 'false', '' when skipped);
+//   - one trace per run with customDimensions.event == runSummaryEvent.
+// docs/OPERATIONS.md explains what each alert means and what to do.
 
 @description('Prefix of the alert rule names.')
 param namePrefix string
@@ -29,37 +32,53 @@ param alertEmail string = ''
 @maxValue(720)
 param runIntervalMinutes int = 5
 
-@description('customMetrics name of the failed-messages counter.')
-param messagesFailedMetric string = 'messages_failed'
+@description('Failed runs in a row of one account that fire the "account failing" alert.')
+@minValue(1)
+@maxValue(100)
+param failingRunsInARow int = 3
+
+@description('Hours without a successful run of an account that fire the "no successful run" alert (at most 47: the query looks back two days).')
+@minValue(1)
+@maxValue(47)
+param noSuccessHours int = 24
+
+@description('customDimensions.event of the trace written for each message moved to the failed folder.')
+param movedToFailedEvent string = 'message_moved_to_failed'
+
+@description('customDimensions.event of the trace written for each account run.')
+param accountResultEvent string = 'account_result'
 
 @description('customDimensions.event of the one summary trace per run.')
 param runSummaryEvent string = 'run_summary'
 
-@description('customDimensions.outcome of the trace written when an account fails.')
-param accountFailedOutcome string = 'account_failed'
 
 var heartbeatMinutes = 2 * runIntervalMinutes
 // A log alert's window is one of a fixed set of durations: take the smallest that covers the heartbeat period;
 // the query itself looks back exactly heartbeatMinutes.
 var heartbeatWindow = (heartbeatMinutes <= 10) ? 'PT10M' : ((heartbeatMinutes <= 30) ? 'PT30M' : ((heartbeatMinutes <= 60) ? 'PT1H' : ((heartbeatMinutes <= 360) ? 'PT6H' : 'P1D')))
 
-// Both sources give a real number: union would split a column of two types into failed_real and failed_long.
-var failedMessagesQuery = '''
-let fromMetric = customMetrics
-    | where name == '{0}'
-    | summarize failed = sum(valueSum);
-let fromSummary = traces
-    | where tostring(customDimensions.event) == '{1}'
-    | summarize failed = sum(todouble(customDimensions.messages_failed));
-union fromMetric, fromSummary
-| summarize failed = max(failed)
-| extend failed = coalesce(failed, 0.0)
+var movedToFailedQuery = '''
+traces
+| where tostring(customDimensions.event) == '{0}'
+| summarize moved = count() by account = tostring(customDimensions.account)
 '''
 
-var accountFailedQuery = '''
+// The latest result of each account says how many of its runs failed in a row (the state store counts them).
+var failingInARowQuery = '''
 traces
-| where tostring(customDimensions.outcome) == '{0}'
-| summarize failures = count() by account = tostring(customDimensions.account)
+| where tostring(customDimensions.event) == '{0}'
+| summarize arg_max(timestamp, customDimensions) by account = tostring(customDimensions.account)
+| project account, failures_in_a_row = toint(customDimensions.failures_in_a_row)
+'''
+
+// Accounts that ran in the last two days but did not succeed in the last {1} hours (skipped runs do not count).
+var noSuccessQuery = '''
+traces
+| where tostring(customDimensions.event) == '{0}'
+| summarize last_success = maxif(timestamp, tostring(customDimensions.run_succeeded) == 'true')
+    by account = tostring(customDimensions.account)
+| where isnull(last_success) or last_success < ago({1}h)
+| summarize stale = count() by account
 '''
 
 var heartbeatQuery = '''
@@ -86,14 +105,14 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-resource failedMessages 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
-  name: '${namePrefix}failed-messages'
+resource movedToFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}moved-to-failed'
   location: location
   tags: tags
   kind: 'LogAlert'
   properties: {
-    displayName: 'DOC² mail ingest: messages failed'
-    description: 'At least one message could not be imported in the last 5 minutes (it stays in the mailbox or went to the failed folder). See docs/DEPLOY.md, "Alerts".'
+    displayName: 'DOC² mail ingest: mail moved to the failed folder'
+    description: 'A message failed max_attempts times (or cannot be read at all) and was moved to the failed folder. One alert per account. Look at it with `python -m ingest failed` or GET /api/accounts/{name}/failed; retry it once fixed. See docs/OPERATIONS.md, "Alerts".'
     severity: 2
     enabled: true
     scopes: [
@@ -104,9 +123,18 @@ resource failedMessages 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     criteria: {
       allOf: [
         {
-          query: format(failedMessagesQuery, messagesFailedMetric, runSummaryEvent)
-          timeAggregation: 'Maximum'
-          metricMeasureColumn: 'failed'
+          query: format(movedToFailedQuery, movedToFailedEvent)
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'moved'
+          dimensions: [
+            {
+              name: 'account'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
           operator: 'GreaterThan'
           threshold: 0
           failingPeriods: {
@@ -131,21 +159,70 @@ resource accountFailing 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   tags: tags
   kind: 'LogAlert'
   properties: {
-    displayName: 'DOC² mail ingest: an account is failing'
-    description: 'An account stopped with an error (sign-in refused, secret missing or expired, DOC² key rejected); its mail is untouched. One alert per account. See docs/DEPLOY.md, "Alerts".'
+    displayName: 'DOC² mail ingest: an account failed ${failingRunsInARow} runs in a row'
+    description: 'The latest ${failingRunsInARow} or more runs of an account failed (sign-in refused, secret missing or expired, DOC² key rejected or DOC² down, messages failing). One alert per account. See docs/OPERATIONS.md, "Alerts".'
     severity: 1
     enabled: true
     scopes: [
       applicationInsightsId
     ]
-    evaluationFrequency: 'PT5M'
-    windowSize: 'PT5M'
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT6H'
     criteria: {
       allOf: [
         {
-          query: format(accountFailedQuery, accountFailedOutcome)
+          query: format(failingInARowQuery, accountResultEvent)
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'failures_in_a_row'
+          dimensions: [
+            {
+              name: 'account'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          operator: 'GreaterThanOrEqual'
+          threshold: failingRunsInARow
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+resource noSuccessfulRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}no-successful-run'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'DOC² mail ingest: an account without a successful run for ${noSuccessHours} hours'
+    description: 'An account has run but not succeeded for ${noSuccessHours} hours: its mail waits. One alert per account. See `python -m ingest status` and docs/OPERATIONS.md, "Alerts".'
+    severity: 1
+    enabled: true
+    scopes: [
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    criteria: {
+      allOf: [
+        {
+          query: format(noSuccessQuery, accountResultEvent, noSuccessHours)
           timeAggregation: 'Total'
-          metricMeasureColumn: 'failures'
+          metricMeasureColumn: 'stale'
           dimensions: [
             {
               name: 'account'
@@ -214,7 +291,8 @@ resource noRecentRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
 
 output actionGroupId string = actionGroup.id
 output alertRuleIds array = [
-  failedMessages.id
+  movedToFailed.id
   accountFailing.id
+  noSuccessfulRun.id
   noRecentRun.id
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from ..config import Filters
 from ..model import Extraction, MessageHeaders, MessageRef
@@ -67,4 +67,14 @@ class Mailbox(Protocol):
 
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         """Move the message to the processed or failed folder (POP3: remember it, or delete it)."""
+        ...
+
+
+@runtime_checkable
+class RestoresFailedMail(Protocol):
+    """A mailbox with a failed folder (IMAP, Graph): ``retry`` moves failed mail back to the source folder."""
+
+    def restore(self, key: str, identity: str | None) -> bool:
+        """Move the message recorded under ``key`` (with ``identity``) from the failed folder back to the source
+        folder. False when the mailbox does not have it there any more."""
         ...

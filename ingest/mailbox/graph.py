@@ -699,6 +699,23 @@ class GraphMailbox:
         log.info("%s: %d messages moved to %s", self._where, len(refs) - len(failures), path)
         return failures
 
+    def restore(self, key: str, identity: str | None) -> bool:
+        """``retry``: move a message (by its immutable id, which survives the moves) back to the source folder,
+        where the next import takes it. False when the mailbox no longer has it."""
+        message_id = key
+        source = self._require_folder(self.account.folder, create=False)
+        try:
+            self.session.run(lambda: self._move(message_id, source))
+        except Exception as err:
+            failure = failure_of(err)
+            if failure is not None and failure.status == 404:
+                return False
+            raise self._translate(
+                err, f"moving message {message_id} back to {self.account.folder!r}", message_level=False
+            ) from err
+        log.info("%s: message %s moved back to %s for a retry", self._where, message_id, self.account.folder)
+        return True
+
     def _already_in(self, message_id: str, folder_id: str) -> bool:
         try:
             message = self.session.run(lambda: self._user.messages.by_message_id(message_id).get())

@@ -8,6 +8,7 @@ sees a document. Provider quirks at sign-in: ``imap_providers``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 from collections.abc import Callable, Iterator, Sequence
@@ -359,6 +360,54 @@ class ImapMailbox:
             raise AccountError(f"{self._where}: cannot move {what} to {target!r} ({path!r}): {describe(err)}") from err
         for uid in uids:
             self._prefetched.pop(uid, None)
+
+    def restore(self, key: str, identity: str | None) -> bool:
+        """``retry``: move the message of this identity from the failed folder back to the source folder, where
+        the next import takes it (with a new UID, so with fresh attempts). False when it is not in the failed
+        folder. Found by its Message-ID (``mid:`` identities), else by the SHA-256 of its bytes."""
+        if not identity:
+            return False  # nothing to recognise it by (the key was its UID in the source folder)
+        client = self._require()
+        failed = self.resolve_folder(self.account.failed_folder)
+        source = self.resolve_folder(self.account.folder)
+        message_id = identity.removeprefix("mid:") if identity.startswith("mid:") else None
+        try:
+            if not client.folder_exists(failed):
+                return False
+            client.select_folder(failed)
+            if message_id is not None:
+                candidates = client.search(["HEADER", "Message-ID", message_id])
+                fetched = client.fetch(candidates, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if candidates else {}
+                uids = [
+                    uid
+                    for uid, data in fetched.items()
+                    if parse_headers(data.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]") or b"").message_id == message_id
+                ]
+            else:
+                fetched = client.fetch(client.search(["NOT", "DELETED"]), ["BODY.PEEK[]"])
+                uids = [
+                    uid
+                    for uid, data in fetched.items()
+                    if "sha256:" + hashlib.sha256(data.get(b"BODY[]") or b"").hexdigest() == identity
+                ]
+            if not uids:
+                return False
+            self._move(sorted(uids), source)
+        except IMAP_NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while moving mail back: {describe(err)}") from err
+        except IMAPClientError as err:
+            raise AccountError(
+                f"{self._where}: cannot move mail from {self.account.failed_folder!r} back to "
+                f"{self.account.folder!r}: {describe(err)}"
+            ) from err
+        log.info(
+            "%s: %d message(s) moved from %r back to %r for a retry",
+            self._where,
+            len(uids),
+            self.account.failed_folder,
+            self.account.folder,
+        )
+        return True
 
     def _move(self, uids: list[int], path: str) -> None:
         client = self._require()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -81,6 +81,54 @@ class HeldLock:
         return None
 
 
+@dataclass(frozen=True)
+class MessageInfo:
+    """What a person needs to recognise a message (for ``failed`` and the retry): never its content."""
+
+    sender: str | None = None
+    subject: str | None = None
+    received: str | None = None  # ISO 8601
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A message's row as ``status``/``failed`` show it."""
+
+    account: str
+    message_key: str
+    identity: str | None
+    status: Status
+    attempts: int
+    last_error: str | None
+    updated_at: str | None  # ISO 8601
+    info: MessageInfo = field(default_factory=MessageInfo)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run of one account: when, how it ended, its counts. ``last_success_at`` and
+    ``failures_in_a_row`` are kept by the store across runs (given values are ignored by ``record_run``)."""
+
+    account: str
+    type: str
+    started_at: str  # ISO 8601
+    finished_at: str
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    last_success_at: str | None = None
+    failures_in_a_row: int = 0
+
+
+def run_verdict(outcome: str, error: str | None) -> bool | None:
+    """True for a successful run (everything done, or stopped by its time budget without an error), False for a
+    failed one, None for a run that did not happen (another run held the account)."""
+    if outcome == "busy":
+        return None
+    return outcome == "ok" or (outcome == "partial" and not error)
+
+
 class StateStore(Protocol):
     def uploaded(self, account: str, identity: str) -> set[str]:
         """custom_doc_ids of this message already in DOC²."""
@@ -139,6 +187,28 @@ class StateStore(Protocol):
     def add_cursor(self, account: str, name: str, value: str) -> bool:
         """Keep ``value`` as the cursor ``name`` only if there is none: True when this call made it. Atomic across
         processes and instances (two notifications at once queue one job)."""
+        ...
+
+    def record_message_info(self, account: str, message_key: str, info: MessageInfo) -> None:
+        """Remember sender, subject, date and Message-ID of a message that has a row (after ``record_failure``)."""
+        ...
+
+    def messages_with_status(self, account: str, statuses: Sequence[Status]) -> list[MessageRecord]:
+        """The account's messages whose status is one of these, oldest change first."""
+        ...
+
+    def forget_message(self, account: str, message_key: str) -> bool:
+        """Forget a message's attempts and outcome (``retry``): the next run takes it as new. Its uploads stay
+        recorded, so documents already in DOC² are not uploaded again. False when there was no row."""
+        ...
+
+    def record_run(self, run: RunRecord) -> RunRecord:
+        """The latest run of an account (replaces the previous one; keeps the last success and the failures in a
+        row). Returns the run as stored, with ``last_success_at`` and ``failures_in_a_row`` filled in."""
+        ...
+
+    def last_runs(self) -> dict[str, RunRecord]:
+        """The latest run of every account that ever ran, by account name."""
         ...
 
     def account_lock(self, account: str) -> AbstractContextManager[AccountLock]:

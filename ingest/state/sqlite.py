@@ -8,7 +8,9 @@ whole batch of messages instead of one per row, which was most of the store's co
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -24,10 +26,14 @@ from .base import (
     ContentRecord,
     DuplicateRecord,
     HeldLock,
+    MessageInfo,
+    MessageRecord,
     MessageState,
+    RunRecord,
     Settlement,
     Status,
     UploadRecord,
+    run_verdict,
 )
 
 _SCHEMA = """
@@ -55,6 +61,16 @@ CREATE TABLE IF NOT EXISTS duplicates (
 CREATE TABLE IF NOT EXISTS cursors (
     account TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
     PRIMARY KEY (account, name)
+);
+CREATE TABLE IF NOT EXISTS message_info (
+    account TEXT NOT NULL, message_key TEXT NOT NULL,
+    sender TEXT, subject TEXT, received TEXT, message_id TEXT,
+    PRIMARY KEY (account, message_key)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    account TEXT NOT NULL PRIMARY KEY, type TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL, counts TEXT NOT NULL, error TEXT, last_success_at TEXT,
+    failures_in_a_row INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -225,6 +241,75 @@ class SqliteStateStore:
                 "INSERT OR IGNORE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now())
             ).rowcount
         return added == 1
+
+    # -- what operators look at (status, failed, retry) -----------------------------------------------------
+
+    def record_message_info(self, account: str, message_key: str, info: MessageInfo) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO message_info VALUES (?,?,?,?,?,?)",
+                (account, message_key, info.sender, info.subject, info.received, info.message_id),
+            )
+
+    def messages_with_status(self, account: str, statuses: Sequence[Status]) -> list[MessageRecord]:
+        if not statuses:
+            return []
+        marks = ",".join("?" * len(statuses))
+        with self._lock:
+            rows = self._db.execute(
+                f"""SELECT m.message_key, m.identity, m.status, m.attempts, m.last_error, m.updated_at,
+                           i.sender, i.subject, i.received, i.message_id
+                    FROM messages m LEFT JOIN message_info i USING (account, message_key)
+                    WHERE m.account=? AND m.status IN ({marks}) ORDER BY m.updated_at, m.message_key""",  # noqa: S608 - only '?' marks
+                (account, *statuses),
+            ).fetchall()
+        return [
+            MessageRecord(account, row[0], row[1], row[2], row[3], row[4], row[5], MessageInfo(*row[6:10]))
+            for row in rows
+        ]
+
+    def forget_message(self, account: str, message_key: str) -> bool:
+        with self._lock, self._transaction():
+            gone = self._db.execute(
+                "DELETE FROM messages WHERE account=? AND message_key=?", (account, message_key)
+            ).rowcount
+            self._db.execute("DELETE FROM message_info WHERE account=? AND message_key=?", (account, message_key))
+        return gone > 0
+
+    def record_run(self, run: RunRecord) -> RunRecord:
+        verdict = run_verdict(run.outcome, run.error)
+        with self._lock, self._transaction():
+            row = self._db.execute(
+                "SELECT last_success_at, failures_in_a_row FROM runs WHERE account=?", (run.account,)
+            ).fetchone()
+            last_success, in_a_row = (row[0], int(row[1])) if row else (None, 0)
+            if verdict is True:
+                last_success, in_a_row = run.finished_at, 0
+            elif verdict is False:
+                in_a_row += 1
+            self._db.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    run.account,
+                    run.type,
+                    run.started_at,
+                    run.finished_at,
+                    run.outcome,
+                    json.dumps(run.counts),
+                    run.error,
+                    last_success,
+                    in_a_row,
+                ),
+            )
+        return dataclasses.replace(run, last_success_at=last_success, failures_in_a_row=in_a_row)
+
+    def last_runs(self) -> dict[str, RunRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM runs").fetchall()
+        return {
+            row[0]: RunRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], int(row[8]))
+            for row in rows
+        }
 
     @contextmanager
     def account_lock(self, account: str) -> Iterator[AccountLock]:

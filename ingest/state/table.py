@@ -50,6 +50,7 @@ from .base import (
     Status,
     UploadRecord,
 )
+from .table_records import OperatorRecords
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -147,7 +148,7 @@ def parse_state_url(url: str) -> tuple[StorageAccount, str, str]:
     return account, table, lease_container
 
 
-class TableStateStore:
+class TableStateStore(OperatorRecords):
     def __init__(self, account: StorageAccount, table: str, locks: BlobLeaseLocks, *, create: bool = True) -> None:
         self._account = account
         self._name = table

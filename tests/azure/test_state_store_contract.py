@@ -12,7 +12,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest.errors import AccountBusy, ConfigError
-from ingest.state import ContentRecord, DuplicateRecord, Settlement, StateStore, UploadRecord, open_state_store
+from ingest.state import (
+    ContentRecord,
+    DuplicateRecord,
+    MessageInfo,
+    RunRecord,
+    Settlement,
+    StateStore,
+    UploadRecord,
+    open_state_store,
+)
 from ingest.state.base import MAX_CURSOR_CHARS
 from ingest.state.factory import describe_state_url
 from ingest.state.table import MAX_KEY_PART, escape_key_part, parse_state_url
@@ -117,6 +126,77 @@ def test_failed_attempts_are_counted_and_settling_keeps_them(open_store):
 
     assert store.record_failure("a", "7:1", None, "failed again after being moved back") == 3
     assert store.message("a", "7:1").status == "pending"  # type: ignore[union-attr]
+
+
+def test_failed_and_waiting_messages_are_listed_with_what_identifies_them(open_store):
+    store = open_store()
+    store.record_failure("a", "7:1", "mid:1@x", "DOC² refused it: 415")
+    store.record_message_info("a", "7:1", MessageInfo("Ann <ann@x>", "Invoice 1", "2026-01-02T03:04:05+00:00", "<1@x>"))
+    store.record_failure("a", AWKWARD, "mid:2@x", "broken")
+    store.record_message_info("a", AWKWARD, MessageInfo("bob@x", "Rechnung \u00e4", None, None))
+    store.record_settled("a", AWKWARD, "mid:2@x", "failed", "2 part(s) could not be read")
+    store.record_settlements("a", [Settlement("7:3", "mid:3@x", "processed")])
+    store.record_failure("b", "7:1", "mid:9@x", "other account")
+
+    again = open_store()
+    (failed,) = again.messages_with_status("a", ["failed"])
+    assert (failed.message_key, failed.identity, failed.attempts) == (AWKWARD, "mid:2@x", 1)
+    assert failed.last_error == "2 part(s) could not be read"
+    assert failed.info == MessageInfo("bob@x", "Rechnung \u00e4", None, None)
+    assert failed.updated_at and failed.updated_at.startswith("20")
+    (waiting,) = again.messages_with_status("a", ["pending"])
+    assert (waiting.message_key, waiting.attempts, waiting.last_error) == ("7:1", 1, "DOC² refused it: 415")
+    assert waiting.info.sender == "Ann <ann@x>" and waiting.info.message_id == "<1@x>"
+    assert [m.message_key for m in again.messages_with_status("a", ["processed"])] == ["7:3"]
+    assert again.messages_with_status("a", []) == []
+    assert [m.message_key for m in again.messages_with_status("b", ["pending", "failed"])] == ["7:1"]
+
+
+def test_a_forgotten_message_starts_over_and_keeps_its_uploads(open_store):
+    store = open_store()
+    store.record_upload("a", "mid:1@x", "doc-1", "a.pdf", None)
+    for _ in range(3):
+        store.record_failure("a", "u-1", "mid:1@x", "refused")
+    store.record_message_info("a", "u-1", MessageInfo("ann@x", "Invoice", None, None))
+    store.record_settled("a", "u-1", "mid:1@x", "failed", "refused")
+    assert "u-1" in store.settled_keys("a")
+
+    assert open_store().forget_message("a", "u-1") is True
+    again = open_store()
+    assert again.message("a", "u-1") is None
+    assert "u-1" not in again.settled_keys("a")
+    assert again.messages_with_status("a", ["failed", "pending"]) == []
+    assert again.uploaded("a", "mid:1@x") == {"doc-1"}
+    assert again.record_failure("a", "u-1", "mid:1@x", "again") == 1  # attempts start over
+    assert again.forget_message("a", "never-seen") is False
+
+
+def test_last_run_per_account_with_last_success_and_failures_in_a_row(open_store):
+    def run(account: str, outcome: str, at: str, error: str | None = None) -> RunRecord:
+        return RunRecord(account, "imap", at, at, outcome, {"messages_imported": 2, "messages_failed": 1}, error)
+
+    store = open_store()
+    assert store.last_runs() == {}
+    store.record_run(run("a", "ok", "2026-01-01T10:00:00+00:00"))
+    store.record_run(run("a", "account_failed", "2026-01-01T11:00:00+00:00", "login refused"))
+    store.record_run(run("a", "busy", "2026-01-01T11:30:00+00:00", "another run"))
+    store.record_run(run("a", "failed", "2026-01-01T12:00:00+00:00"))
+    store.record_run(run("b", "partial", "2026-01-01T12:00:00+00:00"))  # time budget: no error, a success
+    store.record_run(run("c", "partial", "2026-01-01T12:00:00+00:00", "DOC² unavailable"))
+
+    runs = open_store().last_runs()
+    assert set(runs) == {"a", "b", "c"}
+    a = runs["a"]
+    assert (a.outcome, a.finished_at, a.error, a.type) == ("failed", "2026-01-01T12:00:00+00:00", None, "imap")
+    assert a.counts == {"messages_imported": 2, "messages_failed": 1}
+    assert (a.last_success_at, a.failures_in_a_row) == ("2026-01-01T10:00:00+00:00", 2)
+    assert (runs["b"].last_success_at, runs["b"].failures_in_a_row) == ("2026-01-01T12:00:00+00:00", 0)
+    assert (runs["c"].last_success_at, runs["c"].failures_in_a_row) == (None, 1)
+    store.record_run(run("a", "ok", "2026-01-02T10:00:00+00:00"))
+    assert (open_store().last_runs()["a"].failures_in_a_row, open_store().last_runs()["a"].last_success_at) == (
+        0,
+        "2026-01-02T10:00:00+00:00",
+    )
 
 
 def test_concurrent_failures_of_one_message_are_all_counted(open_store):

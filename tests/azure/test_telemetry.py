@@ -103,7 +103,7 @@ def test_a_run_yields_its_metrics_one_summary_record_and_no_secret(scenario, hos
     assert dict(points["messages_failed"][1].attributes) == {
         "account": account,
         "account_type": "imap",
-        "outcome": "ok",
+        "outcome": "failed",
         "trigger": "mail_timer",
     }
 
@@ -113,7 +113,7 @@ def test_a_run_yields_its_metrics_one_summary_record_and_no_secret(scenario, hos
     assert (summary["accounts"], summary["accounts_failed"]) == (1, 0)
     assert (summary["messages_imported"], summary["documents_uploaded"], summary["messages_failed"]) == (1, 1, 1)
     (result,) = [attributes for _, _, attributes in records if attributes.get("event") == "account_result"]
-    assert result["outcome"] == "ok" and result["messages_failed"] == 1
+    assert result["outcome"] == "failed" and result["messages_failed"] == 1
     # Account on every line; the failed message named by its reference.
     assert all(attributes.get("account") == account for _, _, attributes in records)
     assert any(f"account {account} message " in body and "failed" in body for body, _, _ in records)
@@ -173,3 +173,44 @@ def test_exporter_is_configured_only_with_a_connection_string_and_gets_the_manag
 
     assert isinstance(kwargs["credential"], ManagedIdentityCredential)
     assert telemetry.configure(environ) is True and len(calls) == 1  # once per process
+
+
+def _doc2_statuses(reader) -> dict[str, int]:
+    """Requests to DOC² so far, by status (cumulative over the session)."""
+    found: dict[str, int] = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else []:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == telemetry.DOC2_REQUEST_METRIC:
+                    assert metric.unit == "s"
+                    for point in metric.data.data_points:
+                        found[str(point.attributes["status"])] = point.count
+    return found
+
+
+def test_what_the_workbook_and_alerts_read(scenario, host, metric_reader, exported_logs):
+    """A message moved to Failed is one record with its reason; each account result says whether the run succeeded
+    and how many failed in a row; every request to DOC² is timed with its status."""
+    account = f"tele-{secrets.token_hex(3)}"
+    before = _doc2_statuses(metric_reader)
+    scenario.append(invoice_mail(1))
+    scenario.write_config(scenario.imap_account(account, max_attempts=1))
+    scenario.doc2.plan(Respond(422, {"detail": "unsupported document"}))
+    host.call("account_import_job", _job(account))
+    host.call("account_import_job", _job(account))  # nothing left to do: a success
+    scenario.append(invoice_mail(2))
+    host.call("account_import_job", _job(account))
+
+    records = _records(exported_logs)
+    (moved,) = [a for _, _, a in records if a.get("event") == telemetry.MESSAGE_MOVED_TO_FAILED_EVENT]
+    assert moved["account"] == account and moved["message_ref"] and "HTTP 422" in moved["reason"]
+    results = [a for _, _, a in records if a.get("event") == "account_result"]
+    assert [(r["outcome"], r["run_succeeded"], r["failures_in_a_row"]) for r in results] == [
+        ("failed", "false", 1),
+        ("ok", "true", 0),
+        ("ok", "true", 0),
+    ]
+    after = _doc2_statuses(metric_reader)
+    assert after.get("422", 0) - before.get("422", 0) == 1
+    assert after.get("200", 0) - before.get("200", 0) == 1

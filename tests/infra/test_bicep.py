@@ -354,14 +354,14 @@ def _query(alerts: BicepFile, rule: dict) -> str:
     return text
 
 
-def test_three_alerts_go_to_the_action_group_that_mails_the_administrator(main: BicepFile, alerts: BicepFile) -> None:
+def test_four_alerts_go_to_the_action_group_that_mails_the_administrator(main: BicepFile, alerts: BicepFile) -> None:
     (group,) = alerts.resources_of_type("Microsoft.Insights/actionGroups").values()
     receivers = group["properties"]["emailReceivers"]["operator"]["operands"]["false_value"]
     assert receivers[0]["emailAddress"] == "alertEmail"
     assert body(main.modules["alerts"])["params"]["alertEmail"] == "alertEmail"
     assert main.param_default("alertEmail") == "", "optional: empty means no e-mail receiver (test_azd.py)"
     rules = alerts.resources_of_type("Microsoft.Insights/scheduledQueryRules")
-    assert set(rules) == {"failedMessages", "accountFailing", "noRecentRun"}
+    assert set(rules) == {"movedToFailed", "accountFailing", "noSuccessfulRun", "noRecentRun"}
     for rule in rules.values():
         properties = rule["properties"]
         assert [ref(g) for g in properties["actions"]["actionGroups"]] == ["actionGroup.id"]
@@ -372,27 +372,52 @@ def test_three_alerts_go_to_the_action_group_that_mails_the_administrator(main: 
     )
 
 
-def test_failed_messages_alert(alerts: BicepFile) -> None:
-    rule = alerts.resources_of_type("Microsoft.Insights/scheduledQueryRules")["failedMessages"]
-    query = _query(alerts, rule)
-    assert "customMetrics" in query and "where name == 'messages_failed'" in query
-    assert "tostring(customDimensions.event) == 'run_summary'" in query
+def _per_account(rule: dict) -> dict:
     criterion = rule["properties"]["criteria"]["allOf"][0]
+    assert criterion["dimensions"] == [{"name": "account", "operator": "Include", "values": ["*"]}]
+    return criterion
+
+
+def test_moved_to_failed_alert_fires_per_account_not_on_a_failed_attempt(alerts: BicepFile) -> None:
+    rule = alerts.resources_of_type("Microsoft.Insights/scheduledQueryRules")["movedToFailed"]
+    query = _query(alerts, rule)
+    assert "tostring(customDimensions.event) == 'message_moved_to_failed'" in query
+    assert "messages_failed" not in query  # a failed attempt of a message that will be tried again is no alert
+    criterion = _per_account(rule)
     assert (criterion["metricMeasureColumn"], criterion["operator"], criterion["threshold"]) == (
-        "failed",
+        "moved",
         "GreaterThan",
         0,
     )
 
 
-def test_account_failing_alert_is_split_by_account(alerts: BicepFile) -> None:
+def test_account_failing_alert_needs_n_failed_runs_in_a_row(alerts: BicepFile) -> None:
     rule = alerts.resources_of_type("Microsoft.Insights/scheduledQueryRules")["accountFailing"]
     query = _query(alerts, rule)
-    assert "tostring(customDimensions.outcome) == 'account_failed'" in query
-    assert "by account = tostring(customDimensions.account)" in query
-    criterion = rule["properties"]["criteria"]["allOf"][0]
-    assert criterion["dimensions"] == [{"name": "account", "operator": "Include", "values": ["*"]}]
-    assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
+    assert "tostring(customDimensions.event) == 'account_result'" in query
+    assert "arg_max(timestamp, customDimensions) by account = tostring(customDimensions.account)" in query
+    criterion = _per_account(rule)
+    assert (criterion["metricMeasureColumn"], criterion["operator"], criterion["threshold"]) == (
+        "failures_in_a_row",
+        "GreaterThanOrEqual",
+        "failingRunsInARow",
+    )
+    assert alerts.param_default("failingRunsInARow") == 3
+
+
+def test_no_successful_run_alert_looks_back_two_days(alerts: BicepFile) -> None:
+    rule = alerts.resources_of_type("Microsoft.Insights/scheduledQueryRules")["noSuccessfulRun"]
+    query = _query(alerts, rule)
+    assert "maxif(timestamp, tostring(customDimensions.run_succeeded) == 'true')" in query
+    assert "last_success < ago(24h)" in query  # noSuccessHours, filled at deployment
+    assert rule["properties"]["overrideQueryTimeRange"] == "P2D"
+    assert alerts.decorators("noSuccessHours")["max_value"] == 47  # under the two days the query sees
+    criterion = _per_account(rule)
+    assert (criterion["metricMeasureColumn"], criterion["operator"], criterion["threshold"]) == (
+        "stale",
+        "GreaterThan",
+        0,
+    )
 
 
 def test_heartbeat_alert_fires_without_a_run_in_twice_the_schedule(main: BicepFile, alerts: BicepFile) -> None:
