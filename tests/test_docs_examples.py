@@ -63,19 +63,23 @@ def _snippets() -> list[tuple[str, str]]:
     return found
 
 
-def _as_accounts_file(snippet: Any) -> dict[str, Any]:
-    """A snippet as a whole accounts file: a whole file as it is, a list of accounts, or fields of one account."""
+def _as_accounts_file(snippet: Any, elided: bool) -> dict[str, Any]:
+    """A snippet as a whole accounts file: a whole file as it is, a list of accounts, or fields of one account.
+    A snippet that elides fields (a line "...") gets them from a plain IMAP account."""
     if isinstance(snippet, dict) and "accounts" in snippet:
+        if elided:
+            snippet["accounts"] = [BASE_ACCOUNT | item for item in snippet["accounts"]]
         return snippet
     if isinstance(snippet, list):
-        return {"doc2": {}, "accounts": snippet}
+        return {"doc2": {}, "accounts": [BASE_ACCOUNT | item if elided else item for item in snippet]}
     assert isinstance(snippet, dict), snippet
     return {"doc2": {}, "accounts": [BASE_ACCOUNT | snippet]}
 
 
 @pytest.mark.parametrize(("where", "text"), _snippets(), ids=[where for where, _ in _snippets()])
 def test_every_yaml_snippet_in_the_docs_is_a_valid_accounts_file(where, text, tmp_path):
-    data = _as_accounts_file(yaml.safe_load(text))
+    elided = bool(re.search(r"^\s*\.\.\.\s*$", text, re.MULTILINE))
+    data = _as_accounts_file(yaml.safe_load(re.sub(r"^\s*\.\.\.\s*$", "", text, flags=re.MULTILINE)), elided)
     parse_config(data, tmp_path / "accounts.yaml")  # ConfigError names the field that drifted
     jsonschema.validate(data, accounts_schema())
 
@@ -97,7 +101,8 @@ def test_the_example_and_local_settings_pass_check(scenario, tmp_path):
     assert sentence is not None
     assert set(re.findall(r"`([^`]+)`", sentence.group(1))) == secrets
 
-    environ = {key: value or "set-for-the-test" for key, value in values.items()}
+    secret_settings = {env_var_name(s) for s in secrets}
+    environ = {key: value or ("secret-for-the-test" if key in secret_settings else "") for key, value in values.items()}
     environ |= {"INGEST_CONFIG": str(EXAMPLE), "KEY_VAULT_URL": ""}
     environ["INGEST_STATE_URL"] = f"sqlite:///{tmp_path / 'state.sqlite3'}"  # the example's own is relative to cwd
     scenario.extra_env.update(environ)
