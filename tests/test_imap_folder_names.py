@@ -106,6 +106,7 @@ def test_provider_hints_at_sign_in(host: str, auth: str, said: str, expected: st
         (b"[UNAVAILABLE] Try again later", True),
         (b"Server Unavailable. 15", True),  # Exchange Online throttling a mailbox
         (b"[INUSE] Mailbox in use", True),
+        (b"[SERVERBUG] Timeout while waiting for lock (0.975 + 0.000 + 0.974 secs).", True),  # Dovecot
         (b"[CANNOT] Invalid mailbox name", False),
         (b"Permission denied", False),
     ],

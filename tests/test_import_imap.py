@@ -19,6 +19,7 @@ from ingest.state.sqlite import SqliteStateStore
 from .mail import invoice_mail, pdf_bytes
 from .support.doc2_server import Respond
 from .support.dovecot import Dovecot
+from .support.scenario import Scenario
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
@@ -156,6 +157,45 @@ def _unwritable(dovecot, scenario, folder: str) -> Iterator[None]:
         for part, (uid, gid, mode) in saved.items():
             os.chown(part, uid, gid)
             part.chmod(mode)
+
+
+@pytest.fixture(scope="module")
+def dovecot_quick_locks(tmp_path_factory, test_ca) -> Iterator[Dovecot]:
+    """Dovecot that gives up waiting for a folder's lock after a second (the default is minutes)."""
+    with Dovecot(
+        tmp_path_factory.mktemp("dovecot-locks"), test_ca, extra_config="mail_max_lock_timeout = 1s"
+    ) as server:
+        yield server
+
+
+def test_a_busy_server_ends_the_run_not_the_account(tmp_path, test_ca, dovecot_quick_locks, doc2_server):
+    """Another session holds the processed folder's lock: the move is refused for now ("Timeout while waiting for
+    lock"). The run stops as partial with the upload recorded and the mail in place; the next run moves it without
+    a second upload. (Exchange Online's throttling, "Server Unavailable", takes the same path.)"""
+    dovecot = dovecot_quick_locks
+    dovecot.add_user("busy", "pw-busy")
+    scenario = Scenario(tmp_path, test_ca, dovecot, doc2_server, "busy", "pw-busy")
+    scenario.append(invoice_mail(1))
+    with dovecot.connect("busy", "pw-busy") as client:
+        client.create_folder("Processed")
+        client.select_folder("Processed")  # Dovecot writes the folder's uid list now
+    lock = dovecot.maildir("busy") / "Processed" / "dovecot-uidlist.lock"
+    scenario.write_config(scenario.imap_account())
+
+    lock.write_text("held by another session")
+    first = scenario.run().accounts[0]
+    lock.unlink()
+
+    assert first.outcome == "partial", first.error
+    assert "the server is busy" in (first.error or "") and "waiting for lock" in (first.error or "")
+    assert len(scenario.doc2.uploads) == 1
+    assert len(scenario.messages("INBOX")) == 1
+
+    second = scenario.run().accounts[0]
+    assert second.outcome == "ok", second.error
+    assert second.documents_already_in_doc2 == 1
+    assert len(scenario.doc2.uploads) == 1
+    assert len(scenario.messages("Processed")) == 1
 
 
 def test_connection_reset_after_doc2_stored_the_upload_repeats_the_same_custom_doc_id(scenario):

@@ -35,8 +35,13 @@ def close_quietly(polite: Callable[[], object], forceful: Callable[[], object]) 
             forceful()
 
 
+# Refusals that mean "not now" rather than "never": RFC 5530's codes, Exchange Online throttling a mailbox, and
+# Dovecot when another session holds the folder's lock (it says [SERVERBUG], but the words are plain).
+_NOT_NOW = ("[UNAVAILABLE]", "[INUSE]", "SERVER UNAVAILABLE", "TIMEOUT WHILE WAITING FOR LOCK")
+
+
 def throttled(err: BaseException) -> bool:
-    """An IMAP refusal that says "not now" rather than "never": RFC 5530's [UNAVAILABLE] and [INUSE], and Exchange
-    Online's "Server Unavailable" when it throttles a mailbox. Worth the next run, not an account error."""
+    """An IMAP refusal that says "not now" rather than "never" (``_NOT_NOW``): worth the next run, not an account
+    error."""
     text = server_text(err).upper()
-    return any(mark in text for mark in ("[UNAVAILABLE]", "[INUSE]", "SERVER UNAVAILABLE"))
+    return any(mark in text for mark in _NOT_NOW)
