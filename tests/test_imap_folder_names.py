@@ -23,6 +23,7 @@ GMAIL = folder_layout(
     ],
 )
 NO_NAMESPACE = folder_layout(None, ".")
+CYRUS_UNIX_SEP = folder_layout(((("INBOX/", "/"),), (("user/", "/"),), (("", "/"),)), "/")  # unixhierarchysep: yes
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,8 @@ NO_NAMESPACE = folder_layout(None, ".")
         (CYRUS, "Archiv/2024", "INBOX.Archiv.2024"),
         (GMAIL, "Archiv/2024", "Archiv/2024"),
         (NO_NAMESPACE, "Archiv/2024", "Archiv.2024"),
+        (CYRUS_UNIX_SEP, "Archiv/2024", "INBOX/Archiv/2024"),
+        (CYRUS_UNIX_SEP, "INBOX/Archiv", "INBOX/Archiv"),
         # INBOX itself, in any case
         (HOSTING, "INBOX", "INBOX"),
         (HOSTING, "inbox", "INBOX"),
