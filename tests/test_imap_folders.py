@@ -157,3 +157,22 @@ def test_a_parent_folder_that_cannot_hold_mail_is_made_a_real_one(imap_scenario)
     assert account.outcome == "ok", account.error
     assert len(s.messages("Eingang")) == 1
     assert s.messages("Eingang/Lieferanten") == []
+
+
+def test_processed_and_failed_folders_are_made_where_the_server_wants_them(imap_scenario):
+    """Both target folders, nested, on each server: a document DOC² refuses (HTTP 422, one attempt allowed) sends
+    its mail to the failed folder, the other mail goes to the processed folder."""
+    s = imap_scenario
+    s.append_many([invoice_mail(1), invoice_mail(2)])
+    s.write_config(s.imap_account(processed_folder="Import/Erledigt", failed_folder="Import/Fehler", max_attempts=1))
+    s.doc2.refuse_document("invoice-2", 422)
+
+    account = s.run().accounts[0]
+
+    assert (account.messages_imported, account.messages_moved_to_failed) == (1, 1), account.error
+    (failed,) = s.messages("Import/Fehler")
+    assert b"Subject: Invoice 2" in failed
+    (processed,) = s.messages("Import/Erledigt")
+    assert b"Subject: Invoice 1" in processed
+    assert s.messages("INBOX") == []
+    assert {s.native("Import/Erledigt"), s.native("Import/Fehler")} <= set(s.dovecot.list_folders(s.user, s.password))
