@@ -38,11 +38,7 @@ class SessionFolders:
         try:
             namespaces = client.namespace() if client.has_capability("NAMESPACE") else None
             delimiter = _list_delimiter(client) if namespaces is None or not namespaces[0] else "/"
-            listing: list = []
-            if client.has_capability("SPECIAL-USE") and client.has_capability("LIST-EXTENDED"):
-                listing = _list_special(client)
-            elif any(name.startswith("\\") for name in configured):
-                listing = client.list_folders()  # servers without LIST-EXTENDED may still flag them in LIST
+            listing = _special_folders(client, where, configured)
         except IMAP_NETWORK_ERRORS as err:
             raise AccountError(f"{where}: connection lost while listing folders: {describe(err)}") from err
         except IMAPClientError as err:
@@ -134,6 +130,19 @@ def _list_delimiter(client: IMAPClient) -> str | None:
     for _flags, delimiter, _name in client.list_folders(directory="", pattern=""):
         return delimiter.decode() if isinstance(delimiter, bytes) else delimiter
     return "/"
+
+
+def _special_folders(client: IMAPClient, where: str, configured: Sequence[str]) -> list:
+    """LIST answers carrying special-use attributes. A server that advertises SPECIAL-USE but refuses the listing
+    only loses the special folders (a configured ``\\Use`` name then fails naming them), not the account."""
+    try:
+        if client.has_capability("SPECIAL-USE") and client.has_capability("LIST-EXTENDED"):
+            return _list_special(client)
+        if any(name.startswith("\\") for name in configured):
+            return client.list_folders()  # servers without LIST-EXTENDED may still flag them in LIST
+    except IMAPClientError as err:
+        log.warning("%s: the server refused to list its special folders: %s", where, describe(err))
+    return []
 
 
 def _list_special(client: IMAPClient) -> list:
