@@ -27,6 +27,10 @@ NOT_LOCAL = {
     "REQUESTS_CA_BUNDLE": "process environment for a private CA, not an app setting",
     "AZURE_CLIENT_ID": "the managed identity's client id in Azure (DefaultAzureCredential); locally az login",
     "WEBSITE_HOSTNAME": "set by the platform in Azure (and by Core Tools locally), never by hand",
+    **{
+        name: "process environment for a company proxy (ingest/network.py), not an app setting"
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+    },
     "AzureWebJobsStorage__queueServiceUri": "identity-based host storage in Azure; locally AzureWebJobsStorage",
     "AzureWebJobsStorage__accountName": "identity-based host storage in Azure; locally AzureWebJobsStorage",
     "AzureWebJobsStorage__clientId": "identity-based host storage in Azure; locally AzureWebJobsStorage",
@@ -94,6 +98,11 @@ def settings_read_by_the_code() -> dict[str, str]:
             for name in names:
                 if name and _NAME.match(name):
                     found.setdefault(name, where)
+        # Secrets the code itself names (NAME_SECRET = "secret-name"): without Key Vault they are read from the
+        # environment variable of that name (ingest.secrets.env_var_name).
+        for constant, value in constants.items():
+            if constant.endswith("_SECRET") and re.fullmatch(r"[a-z0-9-]+", value):
+                found.setdefault(env_var_name(value), f"{where} ({constant}, a secret)")
     bindings = re.findall(r"%([A-Za-z0-9_]+)%", (ROOT / "function_app.py").read_text(encoding="utf-8"))
     for name in bindings:
         found.setdefault(name, "function_app.py (binding expression)")
