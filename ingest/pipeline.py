@@ -332,6 +332,7 @@ class Pipeline:
                 report.messages_seen -= 1
                 report.messages_skipped_by_rule += 1
                 close_item(item)
+                mailbox.leave(ref)
                 return
             if flight is not None:
                 flight.wait_for(identity)  # a copy of a message still in flight: plan it once that one is recorded

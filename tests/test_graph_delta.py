@@ -225,3 +225,21 @@ def test_mail_left_alone_by_the_filters_is_not_carried_but_seen_again_when_the_f
     assert third.accounts[0].messages_imported == 3
     assert runs.full_listings() == 1
     assert len(doc2_server.uploads) == 5 and _uploaded_once(doc2_server)
+
+
+def test_mail_a_rule_skips_is_not_carried_but_seen_again_when_the_rules_change(
+    runs: Runs, doc2_server: Doc2Server
+) -> None:
+    runs.mail(2, subject="Newsletter")
+    runs.mail(1)
+    skip_newsletters = {"rules": [{"name": "news", "match": {"subject": "^Newsletter"}, "then": {"skip": True}}]}
+
+    first = runs.run(**skip_newsletters)
+    assert (first.accounts[0].messages_imported, first.accounts[0].messages_skipped_by_rule) == (1, 2)
+    assert runs.cursor()["carry"] == []  # type: ignore[index]
+    second = runs.run(**skip_newsletters)
+    assert second.accounts[0].messages_skipped_by_rule == 0 and runs.full_listings() == 0
+
+    third = runs.run()  # the rule is gone: a full round finds the two left in the folder
+    assert third.accounts[0].messages_imported == 2 and runs.full_listings() == 1
+    assert len(doc2_server.uploads) == 3 and _uploaded_once(doc2_server)

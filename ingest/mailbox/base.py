@@ -69,6 +69,11 @@ class Mailbox(Protocol):
         """Move the message to the processed or failed folder (POP3: remember it, or delete it)."""
         ...
 
+    def leave(self, ref: MessageRef) -> None:
+        """The pipeline leaves the message where it is on purpose (a rule says skip): a mailbox that lists only
+        changes (Graph delta) need not show it again until the account's rules change."""
+        ...
+
 
 @runtime_checkable
 class RestoresFailedMail(Protocol):

@@ -153,6 +153,7 @@ class GraphMailbox:
         self._keep_cursor = keep_cursor
         self._changes: _ChangeRun | None = None  # this session's delta round, for the cursor at its end
         self._settled: set[str] = set()  # ids moved out of the source folder by this session
+        self._left: set[str] = set()  # ids the pipeline leaves in the folder on purpose (a rule said skip)
 
     # --- session --------------------------------------------------------------------------------------------
 
@@ -406,7 +407,12 @@ class GraphMailbox:
             endpoint=self.session.base_url,
             mailbox=self.account.mailbox,
             folder_id=source,
-            message_filters={"from": filters.from_, "subject": filters.subject, "max_age_days": filters.max_age_days},
+            message_filters={
+                "from": filters.from_,
+                "subject": filters.subject,
+                "max_age_days": filters.max_age_days,
+                "rules": [rule.model_dump(mode="json") for rule in self.account.rules],
+            },
         )
         stored = Cursor.loads(cursors.cursor(self.account.name, CURSOR_NAME))
         if stored is not None and stored.fingerprint != mark:
@@ -482,7 +488,7 @@ class GraphMailbox:
             return
         now = datetime.now(UTC)
         filters = self.account.filters
-        owed = [i for i, headers in run.listed.items() if i not in self._settled]
+        owed = [i for i in run.listed if i not in self._settled and i not in self._left]
         owed = [i for i in owed if message_passes_filters(run.listed[i], filters, now) is None]
         owed = list(dict.fromkeys([*owed, *run.unread]))
         cursor: Cursor | None = Cursor(run.cursor.fingerprint, run.cursor.link, owed)
@@ -646,6 +652,10 @@ class GraphMailbox:
     def _refusal(self, failure: GraphFailure, action: str) -> IngestError:
         problem = self._translate(failure, action, message_level=True)
         return problem if isinstance(problem, IngestError) else DocumentError(f"{self._where}: {action}: {failure}")
+
+    def leave(self, ref: MessageRef) -> None:
+        """Not carried to the next run: only a change of the message, or of the rules, shows it again."""
+        self._left.add(ref.ref)
 
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         path = self.account.processed_folder if outcome == "processed" else self.account.failed_folder

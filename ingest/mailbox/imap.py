@@ -333,6 +333,9 @@ class ImapMailbox:
 
     # -- settling --------------------------------------------------------------------------------------------
 
+    def leave(self, ref: MessageRef) -> None:
+        """Nothing to do: every listing shows the whole folder again."""
+
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         self.settle_many([ref], outcome)
 

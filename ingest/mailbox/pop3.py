@@ -311,6 +311,9 @@ class Pop3Mailbox:
             raise
         return MimeMailItem(writer.finish())
 
+    def leave(self, ref: MessageRef) -> None:
+        """Nothing to do: every listing shows the whole folder again."""
+
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         if outcome == "processed" and self.account.delete_after_import:
             try:
