@@ -180,6 +180,19 @@ def test_winmail_dat_file_attachment_is_unpacked_as_over_imap(
     assert extraction.skipped == []
 
 
+def test_winmail_dat_over_the_size_limit_is_left_unread_as_over_imap(cloud: MicrosoftCloud) -> None:
+    tnef = samples.make_tnef([("scan.pdf", pdf(3 * 1024 * 1024))])
+    cloud.mailbox.add_message(attachments=[FileAttachment("winmail.dat", tnef, "application/ms-tnef")])
+    account = cloud.account(filters={"max_attachment_mb": 1})
+    with cloud.open(account) as mailbox:
+        (ref,) = mailbox.list_messages()
+        extraction = mailbox.read(ref).extract(account)
+
+    assert extraction.documents == []
+    assert [(s.filename, s.reason) for s in extraction.skipped] == [("winmail.dat", "filtered: larger than 1 MB")]
+    assert cloud.graph.count("GET", "/$value") == 0
+
+
 def test_reference_attachment_is_reported_not_failed(cloud: MicrosoftCloud) -> None:
     cloud.mailbox.add_message(
         attachments=[

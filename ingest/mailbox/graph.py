@@ -837,7 +837,7 @@ class GraphMailItem:
         for index, attachment in enumerate(self.attachments, 1):
             path = f"g{index}"
             kind = attachment.kind
-            if kind == "file" and self._may_be_tnef(attachment):
+            if kind == "file" and self._may_be_tnef(attachment, limit):
                 # A winmail.dat is unpacked as it is from IMAP: its files are the candidates (read whole, uncut).
                 load = _once(self._loader(attachment, None))
                 content_type = attachment.content_type or "application/octet-stream"
@@ -863,10 +863,13 @@ class GraphMailItem:
                 notes.append(SkippedPart(attachment.name or path, f"attachment of unknown type {kind!r}: not read"))
 
     @staticmethod
-    def _may_be_tnef(attachment: GraphAttachment) -> bool:
+    def _may_be_tnef(attachment: GraphAttachment, limit: int | None) -> bool:
+        """Worth reading whole to unpack: not surely over the size filter (as over IMAP, a part that is is left
+        unread) nor over MAX_TNEF_BYTES (uploaded as it came)."""
         name = (attachment.name or "").lower()
         declared = (attachment.content_type or "").split(";", 1)[0].strip().lower()
-        small_enough = attachment.size <= MAX_TNEF_BYTES + SIZE_SLACK  # else it is uploaded as it came, unread
+        cap = MAX_TNEF_BYTES if limit is None else min(limit, MAX_TNEF_BYTES)
+        small_enough = attachment.size <= cap + SIZE_SLACK
         return small_enough and (declared in TNEF_TYPES or name.endswith(".dat"))
 
     def _loader(self, attachment: GraphAttachment, limit: int | None) -> Callable[[], bytes | Blob]:
