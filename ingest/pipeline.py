@@ -216,6 +216,8 @@ class Pipeline:
             self.progress.account_started(account.name, account.type, looked_at)
             if refs and not dry_run:
                 mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
+            elif dry_run:
+                report.notes += mailbox.describe_targets()  # how the target folders are named; nothing made
             try:
                 self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, verdicts, dry_run=dry_run)
             except BaseException:

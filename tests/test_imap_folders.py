@@ -104,6 +104,8 @@ def test_special_folders_are_found_by_special_use(imap_scenario):
 
     login = s.cli("test-login")
     assert f"processed folder '\\\\Archive' -> {s.native('Archive')!r} (\\Archive): exists" in login.stdout
+    dry = s.run(dry_run=True).accounts[0]
+    assert f"processed folder '\\\\Archive' -> {s.native('Archive')!r} (\\Archive): exists" in dry.notes
 
     assert s.run().accounts[0].documents_uploaded == 1
     assert len(s.messages("Archive")) == 2

@@ -232,6 +232,8 @@ def test_dry_run_lists_and_changes_nothing(imap_scenario):
 
     assert result.returncode == 0, result.stderr
     assert "would upload invoice-1.pdf" in result.stdout and "would upload invoice-2.pdf" in result.stdout
+    processed = imap_scenario.native("Processed")  # INBOX.Processed where the server wants that
+    assert f"note: processed folder 'Processed' -> {processed!r}: missing: the import will make it" in result.stdout
     assert imap_scenario.doc2.requests_total == 0
     assert len(imap_scenario.messages("INBOX")) == 2
     assert "Processed" not in imap_scenario.folders()

@@ -52,6 +52,11 @@ class Mailbox(Protocol):
         Returns human-readable notes; raises AccountError with the cause on failure."""
         ...
 
+    def describe_targets(self) -> list[str]:
+        """For a dry run: how the processed and failed folders are named on the server and whether they are there
+        (one line each); changes nothing."""
+        ...
+
     def ensure_targets(self) -> None:
         """Make sure the processed and failed folders exist (creating them), before the run uploads anything.
         Raises AccountError naming the folder the server will not have."""

@@ -365,6 +365,9 @@ class GraphMailbox:
                 notes.append(f"{label} folder {path!r} exists")
         return notes
 
+    def describe_targets(self) -> list[str]:
+        return []  # folders by display name, found on the first move; test-login says whether they exist
+
     def ensure_targets(self) -> None:
         """Nothing ahead of time: Graph folders are display names under a known parent, which Graph does not refuse
         the way an IMAP server refuses a name outside its namespace; they are made by the first move."""

@@ -161,6 +161,16 @@ class ImapMailbox:
                 notes.append(f"warning: {role} folder {folder!r}: {warning}")
         return notes
 
+    def describe_targets(self) -> list[str]:
+        """For a dry run: each target folder as named on this server and whether it is there; nothing made."""
+        folders = self._session_folders()
+        notes = []
+        for role, folder in self._targets():
+            name = folders.resolve(folder)
+            state = "exists" if folders.holds_mail(name) else "missing: the import will make it"
+            notes.append(f"{role} folder {folder!r} -> {folders.describe(name)}: {state}")
+        return notes
+
     def ensure_targets(self) -> None:
         """Make the processed and failed folders now, before anything is uploaded: a folder the server refuses is
         an AccountError that names it, and no document of this run reaches DOC² first."""

@@ -76,6 +76,18 @@ class SessionFolders:
             return f"the server marks it {use}: mail moved there may be deleted by the server after a while"
         return None
 
+    def holds_mail(self, name: str) -> bool:
+        """True when the server lists the folder and it can hold mail (not \\Noselect)."""
+        try:
+            flags = self._listed_flags(name)
+        except IMAP_NETWORK_ERRORS as err:
+            raise ConnectionLost(
+                f"{self._where}: connection lost while looking at folder {name!r}: {describe(err)}"
+            ) from err
+        except IMAPClientError as err:
+            raise AccountError(f"{self._where}: the server refused to list folder {name!r}: {describe(err)}") from err
+        return flags is not None and not flags & _CANNOT_HOLD_MAIL
+
     def ensure(self, role: str, folder: str) -> bool:
         """Make a processed/failed folder (and its parents) unless it holds mail already; True when it was made."""
         name = self.resolve(folder)

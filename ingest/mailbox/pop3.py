@@ -199,6 +199,9 @@ class Pop3Mailbox:
             raise AccountError(f"{self._where}: STAT failed: {describe(err)}") from err
         return [f"mailbox: {count} messages, {size} bytes", "no folders in POP3: imported mail is remembered"]
 
+    def describe_targets(self) -> list[str]:
+        return []  # no folders
+
     def ensure_targets(self) -> None:
         """POP3 has no folders: imported mail is remembered (or deleted), never moved."""
 
