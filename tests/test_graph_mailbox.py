@@ -294,6 +294,23 @@ def test_a_big_attached_mail_is_never_whole_in_memory(cloud: MicrosoftCloud) -> 
     extraction.close()
 
 
+def test_the_body_for_rules_is_read_from_the_streamed_mail(
+    cloud: MicrosoftCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud.mailbox.add_message(
+        subject="Bestellung", body="Bestellnummer 4711", attachments=[FileAttachment("a.pdf", pdf(), "application/pdf")]
+    )
+    account = cloud.account()
+    with cloud.open(account) as mailbox:
+        (ref,) = mailbox.list_messages()
+        item = mailbox.read(ref)
+        assert "Bestellnummer 4711" in item.facts().body_text
+        monkeypatch.setattr(model, "MAX_MESSAGE_BYTES", 10)
+        item._facts = None  # asked afresh under a tiny limit: the mail is too big to read
+        with pytest.raises(UnreadableMessage):
+            item.facts().body  # noqa: B018 - reading it is the test
+
+
 def test_settle_creates_nested_folders_and_ids_survive_the_move(cloud: MicrosoftCloud) -> None:
     _add(cloud, 2)
     account = cloud.account(processed_folder="Invoices/Done/2024", failed_folder="Inbox/Import failed")

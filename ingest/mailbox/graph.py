@@ -816,7 +816,7 @@ class GraphMailItem:
                 self.headers,
                 self.recipients,
                 lambda: [a.name for a in self.attachments if a.name and a.kind in ("file", "item")],
-                lambda: read_body(RawMail.of(self._mailbox.download(url, what="the message"))),
+                lambda: read_body(RawMail.of(self._download_mail(url, "the message"))),
             )
         return self._facts
 
