@@ -30,8 +30,25 @@ fi
 if [ "$with_azurite" -eq 1 ]; then
   command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 fi
+# Cyrus IMAP next to Dovecot, for the tests. Debian's cyrus-imapd CONFLICTS with dovecot-imapd (both provide
+# imap-server): installing it would remove Dovecot's IMAP server. So: cyrus-common (master, ctl_cyrusdb; no conflict)
+# and sasl2-bin (saslpasswd2) installed WITHOUT recommends (they recommend cyrus-imapd), and cyrus-imapd's imapd only
+# unpacked into .tools/cyrus, the same version as cyrus-common. tests/support/cyrus.py runs it from there.
+# Not with --runtime-only: importing needs none of it.
+cyrus_imapd=.tools/cyrus/usr/lib/cyrus/bin/imapd
+need_cyrus=()
+unpack_cyrus=0
+if [ "$runtime_only" -eq 0 ]; then
+  [ -x /usr/lib/cyrus/bin/master ] || need_cyrus+=(cyrus-common)
+  [ -x /usr/sbin/saslpasswd2 ] || need_cyrus+=(sasl2-bin)
+  [ -x "$cyrus_imapd" ] || unpack_cyrus=1
+fi
 if [ "${SETUP_PLAN:-0}" = 1 ]; then
   echo "setup plan: Debian packages: ${need_apt[*]:-none}"
+  if [ "${#need_cyrus[@]}" -gt 0 ]; then
+    echo "setup plan: Cyrus IMAP for the tests: Debian packages ${need_cyrus[*]} (without recommends)"
+  fi
+  if [ "$unpack_cyrus" -eq 1 ]; then echo "setup plan: Cyrus IMAP for the tests: cyrus-imapd unpacked into .tools/cyrus"; fi
   if [ "$runtime_only" -eq 1 ]; then echo "setup plan: Python: requirements.txt"; else echo "setup plan: Python: requirements-dev.txt"; fi
   exit 0
 fi
@@ -45,15 +62,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# Cyrus IMAP next to Dovecot, for the tests. Debian's cyrus-imapd CONFLICTS with dovecot-imapd (both provide
-# imap-server): installing it would remove Dovecot's IMAP server. So: cyrus-common (master, ctl_cyrusdb; no conflict)
-# and sasl2-bin (saslpasswd2) installed WITHOUT recommends (they recommend cyrus-imapd), and cyrus-imapd's imapd only
-# unpacked into .tools/cyrus, the same version as cyrus-common. tests/support/cyrus.py runs it from there.
-cyrus_imapd=.tools/cyrus/usr/lib/cyrus/bin/imapd
-need_cyrus=()
-[ -x /usr/lib/cyrus/bin/master ] || need_cyrus+=(cyrus-common)
-[ -x /usr/sbin/saslpasswd2 ] || need_cyrus+=(sasl2-bin)
-if [ "${#need_cyrus[@]}" -gt 0 ] || [ ! -x "$cyrus_imapd" ]; then
+if [ "${#need_cyrus[@]}" -gt 0 ] || [ "$unpack_cyrus" -eq 1 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: Cyrus IMAP for the tests missing; run this script as root" >&2
     exit 1
