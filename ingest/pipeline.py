@@ -92,7 +92,8 @@ class Pipeline:
 
     def run(self, accounts: list[AnyAccount], *, dry_run: bool = False) -> RunReport:
         report = RunReport(dry_run=dry_run)
-        sweep_stale_temp_files()  # what a killed run left behind
+        if not dry_run:
+            sweep_stale_temp_files()  # what a killed run left behind (a dry run changes nothing)
         doc2: Doc2Client | None = None
         with ExitStack() as stack:
             stack.callback(setattr, self, "_uploads", None)
