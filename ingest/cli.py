@@ -297,7 +297,7 @@ def _cmd_status(args: argparse.Namespace, settings: Settings, config: Config) ->
 
     state = open_state(settings, read_only=True)
     try:
-        accounts = account_status(config, state, args.names)
+        accounts = account_status(config, state, args.names, settings)
     finally:
         state.close()
     if args.json:
@@ -325,7 +325,18 @@ def _cmd_status(args: argparse.Namespace, settings: Settings, config: Config) ->
             f"  failed messages:   {entry['failed_messages']}"
             + ("  (see: failed, retry)" if entry["failed_messages"] else "")
         )
+        if entry["notifications"] is not None:
+            print(f"  notifications:     {_notifications_line(entry['notifications'])}")
     return EXIT_OK
+
+
+def _notifications_line(notifications: dict[str, Any]) -> str:
+    if not notifications["on"]:
+        return str(notifications["why_off"])
+    kept = notifications["subscription"] or {}
+    if kept.get("expires"):
+        return f"on, subscribed until {_date(kept['expires'])} UTC (checked {_date(kept.get('at'))} UTC)"
+    return "on; not subscribed yet (the next Graph timer job subscribes)"
 
 
 def _cmd_failed(args: argparse.Namespace, settings: Settings, config: Config) -> int:

@@ -33,7 +33,7 @@ def status(environ: Mapping[str, str] | None = None) -> Answer:
     settings, config = loaded
     state = open_state(settings, read_only=True)
     try:
-        return Answer(200, {"accounts": account_status(config, state)})
+        return Answer(200, {"accounts": account_status(config, state, settings=settings)})
     finally:
         state.close()
 

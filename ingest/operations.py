@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import AnyAccount, Config
+from .config import AnyAccount, Config, GraphAccount
 from .errors import AccountError, IngestError
 from .mailbox.base import RestoresFailedMail
 from .mailbox.factory import open_mailbox
@@ -28,8 +28,11 @@ from .tls import combined_bundle
 log = logging.getLogger(__name__)
 
 
-def account_status(config: Config, state: StateStore, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Per account: type, last run (time, outcome, counts), messages waiting for a retry, failed messages."""
+def account_status(
+    config: Config, state: StateStore, names: list[str] | None = None, settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """Per account: type, last run (time, outcome, counts), messages waiting for a retry, failed messages; for a
+    Graph account whether it gets change notifications (with ``settings``) and its subscription as last kept."""
     runs = state.last_runs()
     answer = []
     for account in config.select(names):
@@ -48,9 +51,30 @@ def account_status(config: Config, state: StateStore, names: list[str] | None = 
                 "failures_in_a_row": run.failures_in_a_row if run else 0,
                 "waiting_for_retry": len(waiting),
                 "failed_messages": len(failed),
+                "notifications": _notifications(account, state, settings),
             }
         )
     return answer
+
+
+def _notifications(account: AnyAccount, state: StateStore, settings: Settings | None) -> dict[str, Any] | None:
+    """``{"on", "why_off", "subscription"}`` of a Graph account (None for IMAP/POP3): the subscription as the last
+    timer job kept it (``ingest.live``)."""
+    if not isinstance(account, GraphAccount):
+        return None
+    import json
+
+    from .graph.subscriptions import STATUS_CURSOR, support
+
+    why_off = support(account, settings) if settings is not None else None
+    try:
+        note = json.loads(state.cursor(account.name, STATUS_CURSOR) or "null")
+    except ValueError:
+        note = None
+    note = note if isinstance(note, dict) else None
+    if why_off is None and note is not None and note.get("why_off"):
+        why_off = str(note["why_off"])
+    return {"on": why_off is None, "why_off": why_off, "subscription": note}
 
 
 def failed_messages(config: Config, state: StateStore, names: list[str] | None = None) -> list[dict[str, Any]]:

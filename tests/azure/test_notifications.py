@@ -22,6 +22,7 @@ from azure.functions.timer import TimerRequest
 from ingest.graph.subscriptions import LIFETIME, RENEW_BEFORE, STATUS_CURSOR
 from ingest.live import keep_subscription
 from ingest.notifications import client_state
+from ingest.operations import account_status
 from ingest.service import load
 from ingest.settings import Settings
 from ingest.state import open_state_store
@@ -248,6 +249,13 @@ def test_accounts_removed_or_turned_off_lose_their_subscription_and_status_says_
     finally:
         state.close()
     assert note["action"] == "off" and "notifications: false" in note["why_off"]
+    settings = Settings.from_environ()
+    state = open_state_store(settings.state_url)
+    try:
+        (status,) = account_status(load(settings), state, [ACCOUNT], settings)
+    finally:
+        state.close()
+    assert not status["notifications"]["on"] and "notifications: false" in status["notifications"]["why_off"]
     live.mail()
     live.timer()  # the timer alone
     assert live.uploaded() == ["live-1.pdf"]
@@ -260,6 +268,13 @@ def test_the_subscription_is_renewed_well_before_it_lapses_and_made_again_when_g
     made_until = first.expires
     settings = Settings.from_environ()
     config = load(settings)
+
+    state = open_state_store(settings.state_url)
+    try:
+        (status,) = account_status(config, state, [ACCOUNT], settings)
+    finally:
+        state.close()
+    assert status["notifications"]["on"] and status["notifications"]["subscription"]["id"] == first.id
 
     soon = datetime.now(UTC) + LIFETIME - RENEW_BEFORE - timedelta(hours=1)  # 35 h before it lapses: kept
     assert keep_subscription(settings, config, ACCOUNT, now=soon).action == "kept"
