@@ -2,6 +2,8 @@
 
     HTTPS_PROXY / https_proxy   proxy for https:// services (a company proxy: CONNECT tunnels, TLS stays end to end)
     HTTP_PROXY / http_proxy     proxy for http:// services (loopback only, see ingest.urls)
+    ALL_PROXY / all_proxy       either of the two when it is not set (an http:// or https:// proxy; a SOCKS one is
+                                ignored: HTTP clients then connect directly)
     NO_PROXY / no_proxy         comma-separated exceptions: ``*``, a host (``example.com`` also covers its
                                 sub-domains; a leading dot too), ``host:port``, an IP address or a CIDR network
 
@@ -32,9 +34,14 @@ class Proxies:
     def from_environ(cls, env: Mapping[str, str], problems: list[str] | None = None) -> Proxies:
         """The proxy settings of ``env``; a proxy URL that cannot be used is left out and noted in ``problems``."""
         found: dict[str, str | None] = {}
+        fallback = (env.get("ALL_PROXY") or env.get("all_proxy") or "").strip()
+        if not fallback.lower().startswith(("http://", "https://")):
+            fallback = ""  # a SOCKS ALL_PROXY (for other tools) is not ours to use: HTTP clients connect directly
         for scheme in ("https", "http"):
             variable = f"{scheme.upper()}_PROXY"
             value = (env.get(variable) or env.get(variable.lower()) or "").strip()
+            if not value and fallback:
+                variable, value = "ALL_PROXY", fallback
             if value and "://" not in value:
                 value = f"http://{value}"  # curl's and requests' reading of "proxy.example:3128"
             problem = _proxy_problem(value) if value else None

@@ -29,7 +29,16 @@ NOT_LOCAL = {
     "WEBSITE_HOSTNAME": "set by the platform in Azure (and by Core Tools locally), never by hand",
     **{
         name: "process environment for a company proxy (ingest/network.py), not an app setting"
-        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+        for name in (
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        )
     },
     "AzureWebJobsStorage__queueServiceUri": "identity-based host storage in Azure; locally AzureWebJobsStorage",
     "AzureWebJobsStorage__accountName": "identity-based host storage in Azure; locally AzureWebJobsStorage",

@@ -43,6 +43,16 @@ def test_lower_case_variables_a_bare_host_port_and_a_star() -> None:
     assert Proxies.from_environ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}).for_url("https://x.example") is None
 
 
+def test_all_proxy_is_the_fallback_unless_it_is_socks() -> None:
+    proxies = Proxies.from_environ({"ALL_PROXY": "http://proxy.corp.example:8080", "HTTPS_PROXY": ""})
+    assert proxies.for_url("https://graph.microsoft.com") == "http://proxy.corp.example:8080"
+    both = Proxies.from_environ({"all_proxy": "http://all:1", "HTTPS_PROXY": "http://https-only:2"})
+    assert both.for_url("https://graph.microsoft.com") == "http://https-only:2"
+    problems: list[str] = []
+    assert Proxies.from_environ({"ALL_PROXY": "socks5://proxy:1080"}, problems).for_url("https://x.example") is None
+    assert problems == []
+
+
 def test_check_shows_the_proxy_without_its_password_and_refuses_a_bad_one() -> None:
     settings = Settings.from_environ(ENV)
     assert "pa55word" not in settings.proxies.describe()
