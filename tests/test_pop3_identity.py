@@ -6,14 +6,17 @@ mailbox starts the UIDs, and so the UIDLs, at 1 again. A new message then has th
 
 from __future__ import annotations
 
+import poplib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ingest.mailbox.pop3 import uidl_of
+from ingest.errors import DocumentError
+from ingest.mailbox.pop3 import Pop3Mailbox, uidl_of
 from ingest.state.sqlite import SqliteStateStore
 
+from .hostile.corpus import TEXT, attachment, multipart
 from .mail import invoice_mail
 from .support.ca import TestCA
 from .support.doc2_server import Doc2Server
@@ -75,3 +78,31 @@ def test_a_new_message_with_a_reused_uidl_is_imported_not_taken_for_the_old_one(
 
     again = reused.run().accounts[0]
     assert (again.messages_seen, again.documents_uploaded) == (0, 0)
+
+
+def test_after_a_new_session_a_reused_uidl_is_neither_read_nor_deleted_for_the_listed_message(
+    reused: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session breaks on one message (a line poplib gives up on) and the adapter opens a new one; meanwhile the
+    mailbox was rebuilt and UIDL "1" of the same size names another message. The listed message is gone: it is
+    neither read nor deleted in its place."""
+    monkeypatch.setattr(poplib, "_MAXLINE", 4096)
+    first = invoice_mail(1, subject="Invoice A")
+    breaking = multipart("breaking", [TEXT, attachment()], extra=b"X-Long: " + b"x" * 10_000 + b"\r\n")
+    reused.append_many([first, breaking])
+    config = reused.write_config(reused.pop3_account(delete_after_import=True))
+    account = config.accounts[0]
+    with Pop3Mailbox(account, lambda _name: reused.password) as mailbox:
+        listed, broken = list(mailbox.list_messages())
+        assert uidl_of(listed.key) == "1"
+        reused.dovecot.reset_user(reused.user)
+        other = first.replace(b"Invoice A", b"Invoice C").replace(b"inv1", b"inv3")
+        assert len(other) == len(first)
+        reused.append(other)  # UID 1 again: UIDL "1", same size, another message
+        with pytest.raises(DocumentError):
+            mailbox.read(broken)  # the line too long again: a new session, which sees the rebuilt mailbox
+        with pytest.raises(DocumentError, match="no longer on the server"):
+            mailbox.read(listed)
+        mailbox.settle(listed, "processed")  # must not delete the other message
+    (left,) = reused.messages("INBOX")
+    assert b"Invoice C" in left
