@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -169,3 +171,24 @@ def test_the_body_is_not_read_when_an_earlier_condition_fails() -> None:
     facts = item.facts()
     decide([Rule.model_validate(SUPPLIER_X)], "email:ap", facts)
     assert "body" not in facts.__dict__ and "attachment_names" not in facts.__dict__
+
+
+def _check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", "check", "--config", str(path)],
+        cwd=Path(__file__).resolve().parents[1],
+        env={"PATH": "/usr/bin:/bin", "IMAP_PASSWORD": "x", "DOC2_API_KEY": "y"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_names_the_rule_with_a_broken_expression(tmp_path: Path) -> None:
+    bad = _check(_config(tmp_path, [SUPPLIER_X | {"match": {"body": "(?P<x"}}]))
+    assert bad.returncode == 2
+    assert "account 'ap': rule 'supplier-x': field 'match.body': not a valid regular expression" in bad.stderr
+
+    valid = _check(_config(tmp_path, [SUPPLIER_X]))
+    assert valid.returncode == 0, valid.stderr
+    assert "rules: supplier-x" in valid.stdout
