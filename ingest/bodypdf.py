@@ -48,6 +48,7 @@ MAX_LAYOUT_HTML = 200 * 1024
 # Text beyond this many characters is left out with a note (about 250 pages).
 MAX_TEXT_CHARS = 500_000
 MAX_IMAGE_WIDTH_PX = 500  # inline images are scaled down to the page
+MAX_NESTING = 100  # elements nested deeper than this are not kept as elements (their text is)
 _FONT_FAMILY = "body"
 _FALLBACK_FAMILY = "helvetica"
 
@@ -64,8 +65,14 @@ def body_document(body: MailBody, headers: MessageHeaders) -> Document | None:
 
 def render(body: MailBody, headers: MessageHeaders) -> bytes:
     """A PDF of the body with sender, date and subject on top."""
-    markup = _Sanitiser.clean(body.html, body.images) if body.html and body.html.strip() else None
-    if markup is not None and len(markup) <= MAX_LAYOUT_HTML:
+    markup: str | None = None
+    if body.html and body.html.strip():
+        try:
+            markup = _Sanitiser.clean(body.html, body.images)
+        except Exception as err:  # noqa: BLE001 - a mail no parser makes sense of is still rendered as its text
+            log.info("mail body HTML could not be read (%s): rendered as plain text", type(err).__name__)
+            markup = ""
+    if markup and len(markup) <= MAX_LAYOUT_HTML:
         try:
             return _Page(headers).html(markup)
         except Exception as err:  # noqa: BLE001 - what fpdf2 cannot lay out is rendered as text below
@@ -181,6 +188,7 @@ class _Sanitiser(HTMLParser):
         self.root = _Node("root")
         self._current = self.root
         self._dropping = 0
+        self._depth = 0
         self._images = images
 
     @classmethod
@@ -200,10 +208,13 @@ class _Sanitiser(HTMLParser):
         if tag in _DROPPED:
             self._dropping = 1
             return
+        if self._depth >= MAX_NESTING and tag not in _VOID:
+            return  # deeper than any real mail: the tag is ignored, its text stays
         node = _Node(tag, {k: v or "" for k, v in attrs}, parent=self._current)
         self._current.children.append(node)
         if tag not in _VOID:
             self._current = node
+            self._depth += 1
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if not self._dropping and tag not in _DROPPED:
@@ -218,7 +229,9 @@ class _Sanitiser(HTMLParser):
         while node is not None and node.tag != tag:
             node = node.parent
         if node is not None and node.parent is not None:  # close it (and whatever was left open inside it)
-            self._current = node.parent
+            while self._current is not node.parent and self._current.parent is not None:
+                self._current = self._current.parent
+                self._depth -= 1
 
     def handle_data(self, data: str) -> None:
         if not self._dropping:
@@ -233,17 +246,20 @@ class _Sanitiser(HTMLParser):
         if isinstance(child, str):
             return html.escape(re.sub(r"\s+", " ", child), quote=False)
         tag = child.tag
-        inner = self._emit_children(child, in_cell=in_cell)
         if tag == "br":
             return "<br>"
         if tag == "img":
             return self._image(child, in_cell=in_cell)
+        if tag == "table" and not in_cell:
+            return self._table(child)
+        if tag in _LISTS and not in_cell:
+            items = "".join(self._emit(c, in_cell=False) for c in child.children if isinstance(c, _Node))
+            return f"<{tag}>{items}</{tag}>" if items else ""
+        inner = self._emit_children(child, in_cell=in_cell)  # each element's content is written once
         if in_cell:  # fpdf2 table cells hold text: block structure becomes line breaks
             if tag in _BLOCKS or tag in _HEADINGS or tag in ("li", "tr", "table", "p"):
                 return f" {inner} "
             return inner
-        if tag == "table":
-            return self._table(child)
         if tag == "hr":
             return "<hr>"
         if tag in _HEADINGS:
@@ -254,9 +270,6 @@ class _Sanitiser(HTMLParser):
             return f"<pre>{inner}</pre>"
         if tag in _BOLD:
             return f"<b>{inner}</b>" if inner.strip() else inner
-        if tag in _LISTS:
-            items = "".join(self._emit(c, in_cell=False) for c in child.children if isinstance(c, _Node))
-            return f"<{tag}>{items}</{tag}>" if items else ""
         if tag == "li":
             return f"<li>{inner}</li>"
         return inner  # span, font, a, u, i, em and the like: their text
@@ -296,15 +309,27 @@ class _Sanitiser(HTMLParser):
 
 
 def _rows(table: _Node) -> list[list[_Node]]:
+    """The rows of a table, each a list of cells; anything else inside it (text outside a cell, say) becomes a cell
+    of its own, so no text is lost."""
     rows: list[list[_Node]] = []
     for child in table.children:
-        if not isinstance(child, _Node):
-            continue
-        if child.tag == "tr":
-            rows.append([c for c in child.children if isinstance(c, _Node) and c.tag in ("td", "th")])
-        elif child.tag in ("thead", "tbody", "tfoot"):
+        if isinstance(child, _Node) and child.tag in ("thead", "tbody", "tfoot"):
             rows.extend(_rows(child))
+        elif isinstance(child, _Node) and child.tag == "tr":
+            rows.append([_as_cell(c) for c in child.children if _has_content(c)])
+        elif _has_content(child):
+            rows.append([_as_cell(child)])
     return [row for row in rows if row]
+
+
+def _as_cell(child: _Node | str) -> _Node:
+    if isinstance(child, _Node) and child.tag in ("td", "th"):
+        return child
+    return _Node("td", children=[child])
+
+
+def _has_content(child: _Node | str) -> bool:
+    return isinstance(child, _Node) or bool(child.strip())
 
 
 def _holds(node: _Node, tag: str) -> bool:

@@ -155,3 +155,10 @@ def test_no_request_leaves_for_any_url_in_the_mail(recorder: tuple[str, list[str
     if layout == "html":
         assert "[tracking pixel]" in text and "[Logo]" in text  # alt text stands in for the image
     assert seen == []
+
+
+def test_absurdly_nested_html_still_renders_its_text() -> None:
+    deep = "<div>" * 50_000 + "<p>tief verschachtelt</p>" + "</div>" * 50_000
+    tables = "<table><tr><td>" * 2_000 + "Zelle innen" + "</td></tr></table>" * 2_000
+    text = _text(_render(html_mail(deep + tables, subject="Verschachtelt")))
+    assert "tief verschachtelt" in text and "Zelle innen" in text
