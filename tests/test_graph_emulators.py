@@ -145,3 +145,58 @@ def test_entra_error_json_is_entras(cloud: MicrosoftCloud) -> None:
     assert body["error_codes"] == [7000215]
     assert body["error_description"].startswith("AADSTS7000215: Invalid client secret provided.")
     assert {"timestamp", "trace_id", "correlation_id", "error_uri"} <= set(body)
+
+
+def test_delta_pages_reports_removals_and_expires_its_tokens(cloud: MicrosoftCloud, graph: httpx.Client) -> None:
+    for number in range(5):
+        cloud.mailbox.add_message(subject=f"m{number}")
+    inbox = f"/users/{MAILBOX}/mailFolders/inbox/messages/delta"
+    prefer = {"Prefer": 'odata.maxpagesize=2, IdType="ImmutableId"'}
+    first = graph.get(inbox, params={"$select": "subject"}, headers=prefer)
+    assert first.headers["Preference-Applied"].endswith("odata.maxpagesize=2")
+    pages, link = [first.json()], first.json()["@odata.nextLink"]
+    while link:
+        page = graph.get(link, headers=prefer).json()
+        pages.append(page)
+        link = page.get("@odata.nextLink")
+    assert [len(p["value"]) for p in pages] == [2, 2, 1]
+    assert sorted(m["subject"] for p in pages for m in p["value"]) == [f"m{n}" for n in range(5)]
+    assert all(set(m) <= {"id", "subject", "@odata.etag"} for p in pages for m in p["value"])  # $select lives on
+    delta_link = pages[-1]["@odata.deltaLink"]
+
+    moved = cloud.mailbox.messages_in("Inbox")[0]
+    cloud.mailbox.move(moved, cloud.mailbox.folder("Inbox/Processed", create=True))
+    cloud.mailbox.add_message(subject="new")
+    changes = graph.get(delta_link, headers=prefer).json()
+    assert [m.get("subject") for m in changes["value"] if "@removed" not in m] == ["new"]
+    assert [m["id"] for m in changes["value"] if "@removed" in m] == [moved.immutable_id]
+    assert "@odata.deltaLink" in changes
+
+    cloud.graph.expire_delta_tokens()
+    gone = graph.get(changes["@odata.deltaLink"], headers=prefer)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "syncStateNotFound"
+    assert graph.get(inbox, params={"$filter": "subject eq 'x'"}).status_code == 400  # delta filters by date only
+
+
+def test_subscriptions_are_refused_without_https_or_beyond_their_lifetime(
+    cloud: MicrosoftCloud, graph: httpx.Client
+) -> None:
+    import datetime as dt
+
+    body = {
+        "changeType": "created",
+        "notificationUrl": "http://127.0.0.1:9/hook",
+        "resource": f"users/{MAILBOX}/mailFolders('inbox')/messages",
+        "expirationDateTime": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat(),
+        "clientState": "x",
+    }
+    plain = graph.post("/subscriptions", json=body)
+    assert plain.status_code == 400 and "must be https" in plain.json()["error"]["message"]
+    too_long = graph.post(
+        "/subscriptions",
+        json=body | {"expirationDateTime": (dt.datetime.now(dt.UTC) + dt.timedelta(days=8)).isoformat()},
+    )
+    assert too_long.status_code == 400 and "minutes in the future" in too_long.json()["error"]["message"]
+    unreachable = graph.post("/subscriptions", json=body | {"notificationUrl": "https://127.0.0.1:9/hook"})
+    assert unreachable.status_code == 400 and "validation request failed" in unreachable.json()["error"]["message"]
+    assert graph.get("/subscriptions").json()["value"] == []
