@@ -13,11 +13,12 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -236,21 +237,25 @@ def run_measured(
 
 
 class CpuWatch:
-    """CPU seconds of this process (the DOC² server's threads) and of Dovecot's processes while a child runs.
+    """CPU seconds of the DOC² endpoint and of Dovecot's processes while a child runs.
 
-    Dovecot's imap processes end with their session, so they are sampled every 100 ms and their last figure kept
-    (what one does in its last 100 ms is missed).
+    The endpoint is this process (the DOC² server's threads) unless ``endpoint`` gives another way to read its CPU
+    seconds (``LeanDoc2Process.cpu_seconds``: the endpoint in a process of its own). Dovecot's imap processes end
+    with their session, so they are sampled every 100 ms and their last figure kept (what one does in its last
+    100 ms is missed).
     """
 
     DOVECOT = frozenset({"dovecot", "imap", "imap-login", "pop3", "pop3-login", "auth", "anvil", "log", "config"})
+    ENDPOINT = "DOC² endpoint"
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: Callable[[], float] | None = None) -> None:
+        self._endpoint = endpoint or _own_cpu
         self._self_start = 0.0
         self._dovecot_start: dict[int, float] = {}
         self._dovecot_now: dict[int, float] = {}
 
     def start(self) -> None:
-        self._self_start = _own_cpu()
+        self._self_start = self._endpoint()
         self._dovecot_start = _dovecot_cpu(self.DOVECOT)
         self._dovecot_now = dict(self._dovecot_start)
 
@@ -260,7 +265,18 @@ class CpuWatch:
     def stop(self) -> dict[str, float]:
         self.sample()
         dovecot = sum(now - self._dovecot_start.get(pid, 0.0) for pid, now in self._dovecot_now.items())
-        return {"DOC² server (benchmark process)": _own_cpu() - self._self_start, "Dovecot": dovecot}
+        return {self.ENDPOINT: self._endpoint() - self._self_start, "Dovecot": dovecot}
+
+
+def load_average() -> str:
+    """The machine's load average (1, 5, 15 min) as ``uptime`` prints it: how busy it was while measuring."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """Median and range of repeated runs: ``3.55 (3.52-3.61)``."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def _own_cpu() -> float:

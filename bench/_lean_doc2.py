@@ -14,19 +14,32 @@ runs elsewhere. ``--doc2 test`` on the benchmark still runs against that server.
 HTTP/1.1 with keep-alive over TLS, one thread per connection; request line and headers are read by hand (no
 ``email`` parser there either). ``GET /document/status`` (the TEST LOGIN) answers 404 for any id, 401 for a
 wrong key.
+
+:class:`LeanDoc2Process` runs the same endpoint in a process of its own (``python bench/_lean_doc2.py``), as the
+real DOC² runs on another machine: its CPU does not count as the benchmark's, it takes no GIL from anyone, and
+its CPU seconds are read from /proc. The parent talks to it by lines on its stdin/stdout (``clear``, ``dump
+FILE``, ``refused``, ``quit``); ``dump`` writes the kept bodies to a file the parent splits after the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import socketserver
 import ssl
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.ca import TestCA
 from tests.support.doc2_server import DEFAULT_API_KEY, validate_metadata
@@ -112,6 +125,17 @@ class LeanDoc2:
             bodies = list(self._bodies)
         return [_upload(content_type, body) for content_type, body in bodies]
 
+    def dump(self, path: Path) -> int:
+        """Write every kept (Content-Type, body) to ``path`` (length-prefixed); returns how many."""
+        with self._lock:
+            bodies = list(self._bodies)
+        with open(path, "wb") as out:
+            for content_type, body in bodies:
+                out.write(struct.pack(">II", len(content_type), len(body)))
+                out.write(content_type)
+                out.write(body)
+        return len(bodies)
+
     def _accept(self, content_type: bytes, body: bytes) -> int:
         with self._lock:
             self._bodies.append((content_type, body))
@@ -120,6 +144,123 @@ class LeanDoc2:
     def _refuse(self) -> None:
         with self._lock:
             self.refused += 1
+
+
+class LeanDoc2Process:
+    """:class:`LeanDoc2` in a child process of its own; the same interface, plus :attr:`pid` and :meth:`cpu_seconds`."""
+
+    def __init__(self, ca: TestCA, work: Path, api_key: str = DEFAULT_API_KEY) -> None:
+        self.ca = ca
+        self.api_key = api_key
+        self._work = work
+        self._process: subprocess.Popen[str] | None = None
+        self._port = 0
+
+    def start(self) -> None:
+        if self._process is not None:
+            return
+        self._work.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(Path(__file__).resolve()), str(self.ca.server_cert), str(self.ca.server_key)]
+        env = dict(os.environ, LEAN_DOC2_API_KEY=self.api_key)
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._port = int(self._ask(None))
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert process.stdin is not None
+            process.stdin.write("quit\n")
+            process.stdin.flush()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _ask(self, command: str | None) -> str:
+        process = self._process
+        if process is None or process.stdin is None or process.stdout is None:
+            raise RuntimeError("the lean DOC² process is not running")
+        if command is not None:
+            process.stdin.write(command + "\n")
+            process.stdin.flush()
+        answer = process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the lean DOC² process ended ({process.poll()})")
+        return answer.strip()
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the lean DOC² process is not running")
+        return self._process.pid
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._port}"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the endpoint's process so far (all its threads)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def clear(self) -> None:
+        self._ask("clear")
+
+    @property
+    def count(self) -> int:
+        return int(self._ask("count"))
+
+    @property
+    def refused(self) -> int:
+        return int(self._ask("refused"))
+
+    @property
+    def uploads(self) -> list[LeanUpload]:
+        """As :attr:`LeanDoc2.uploads`: the bodies come over a file, split and validated here."""
+        path = self._work / "lean-doc2-dump"
+        self._ask(f"dump {path}")
+        uploads = []
+        try:
+            with open(path, "rb") as dump:
+                while head := dump.read(8):
+                    type_length, body_length = struct.unpack(">II", head)
+                    content_type = dump.read(type_length)
+                    uploads.append(_upload(content_type, dump.read(body_length)))
+        finally:
+            path.unlink(missing_ok=True)
+        return uploads
+
+
+def _child(cert: str, key: str) -> int:
+    """The endpoint's process: serve until ``quit`` (or the end of stdin), answering commands by lines."""
+
+    files = TestCA(ca_cert=Path(cert), server_cert=Path(cert), server_key=Path(key))  # no CA needed to serve
+    doc2 = LeanDoc2(files, os.environ.get("LEAN_DOC2_API_KEY", DEFAULT_API_KEY))
+    doc2.start()
+    assert doc2._server is not None
+    print(doc2._server.server_address[1], flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "quit":
+            break
+        if command == "clear":
+            doc2.clear()
+            answer = "ok"
+        elif command == "count":
+            answer = str(doc2.count)
+        elif command == "refused":
+            answer = str(doc2.refused)
+        elif command == "dump":
+            answer = str(doc2.dump(Path(argument)))
+        else:
+            answer = f"unknown command {command!r}"
+        print(answer, flush=True)
+    doc2.stop()
+    return 0
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -255,3 +396,7 @@ def _parts(content_type: bytes, body: bytes) -> Iterator[tuple[dict[bytes, bytes
             headers[name.strip().lower()] = value.strip()
         yield headers, body[head_end + 4 : following]
         position = following + 2 + len(delimiter)
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

@@ -40,14 +40,16 @@ from bench._common import (
     CpuWatch,
     MailWorld,
     Measured,
+    load_average,
     machine_summary,
     make_message,
     make_pdf,
     mib,
     run_measured,
+    spread,
     table,
 )
-from bench._lean_doc2 import LeanDoc2
+from bench._lean_doc2 import LeanDoc2Process
 
 TARGET_VS_MBSYNC = 2.0  # ours at most this many times mbsync's time
 TARGET_VS_NAIVE = 3.0  # ours at least this many times faster than the naive loop
@@ -134,7 +136,7 @@ SyncState *
 """,
         encoding="utf-8",
     )
-    measured = run_measured(["mbsync", "-c", str(config), "-q", "bench"], watch=CpuWatch())
+    measured = run_measured(["mbsync", "-c", str(config), "-q", "bench"], watch=_watch(world))
     if measured.returncode != 0:
         raise SystemExit(f"mbsync failed ({measured.returncode}):\n{measured.stderr}")
     return measured
@@ -150,20 +152,25 @@ def run_naive(world: MailWorld, round_dir: Path) -> Measured:
         NAIVE_DOC2=world.doc2.url,
         NAIVE_KEY=world.doc2.api_key,
     )
-    measured = run_measured([PYTHON, str(Path(__file__).resolve()), "--naive-worker"], env=env, watch=CpuWatch())
+    measured = run_measured([PYTHON, str(Path(__file__).resolve()), "--naive-worker"], env=env, watch=_watch(world))
     if measured.returncode != 0:
         raise SystemExit(f"the naive loop failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
     return measured
 
 
+def _watch(world: MailWorld) -> CpuWatch:
+    doc2 = world.doc2
+    return CpuWatch(doc2.cpu_seconds if isinstance(doc2, LeanDoc2Process) else None)
+
+
 INGEST_ROOT = ROOT  # --ingest-root: measure another checkout's ingest (a "before" figure)
 
 
-def run_ours(world: MailWorld, round_dir: Path) -> Measured:
+def run_ours(world: MailWorld, round_dir: Path, root: Path | None = None) -> Measured:
     config = world.write_accounts(round_dir / "accounts.yaml")
     env = world.ingest_env(config, round_dir / "state.sqlite3")
     measured = run_measured(
-        [PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=INGEST_ROOT, watch=CpuWatch()
+        [PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=root or INGEST_ROOT, watch=_watch(world)
     )
     if measured.returncode != 0:
         raise SystemExit(f"python -m ingest import failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
@@ -179,12 +186,13 @@ def check_maildir(round_dir: Path, expected: int) -> str:
 
 
 class _World(MailWorld):
-    """The mail world with the lean DOC² endpoint in place of the tests' server (``--doc2 lean``)."""
+    """The mail world with the lean DOC² endpoint, in a process of its own, in place of the tests' server
+    (``--doc2 lean``)."""
 
     def __init__(self, doc2: str) -> None:
         super().__init__()
         if doc2 == "lean":
-            self.doc2 = LeanDoc2(self.ca)  # type: ignore[assignment]
+            self.doc2 = LeanDoc2Process(self.ca, self.work / "lean-doc2")  # type: ignore[assignment]
 
 
 def check_imported(world: MailWorld, digests: set[str], expected: int) -> str:
@@ -215,7 +223,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--pdf-kb", type=int, default=200, help="size of the one PDF in each mail (KB)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; the table shows the median")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (at least 3 for a median and a range)")
     parser.add_argument("--skip", action="append", default=[], choices=["mbsync", "naive", "ours"])
     parser.add_argument(
         "--doc2",
@@ -225,6 +233,11 @@ def main() -> int:
     )
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout (before/after)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run `python -m ingest` of this checkout in every round, as the contender 'ours before'",
+    )
     args = parser.parse_args()
     if args.naive_worker:
         return naive_import()
@@ -234,12 +247,17 @@ def main() -> int:
         print(f"ours = python -m ingest in {INGEST_ROOT}")
 
     print(f"machine: {machine_summary()}")
+    print(f"before the rounds: {load_average()}")
     count, size = args.messages, args.pdf_kb * 1000
     contenders: dict[str, Callable[[MailWorld, Path], Measured]] = {
         "mbsync": run_mbsync,
         "naive loop": run_naive,
         "ours (python -m ingest import)": run_ours,
     }
+    if args.before:
+        before = args.before.resolve()
+        print(f"ours before = python -m ingest in {before}")
+        contenders["ours before"] = lambda world, round_dir: run_ours(world, round_dir, before)
     for skipped in args.skip:
         contenders = {k: v for k, v in contenders.items() if not k.startswith(skipped)}
     with _World(args.doc2) as world:
@@ -267,13 +285,20 @@ def main() -> int:
                 check = check_maildir(round_dir, count) if name == "mbsync" else check_imported(world, digests, count)
                 results[name].append(measured)
                 extra = ""
-                if name.startswith("ours"):
+                if name.startswith("ours"):  # ours and ours before
                     report = json.loads(measured.stdout)
                     extra = f" (in-process {report['duration_seconds']:.2f} s)"
-                print(f"  round {number + 1}: {name:32} {measured.seconds:7.2f} s{extra}  {check}", flush=True)
+                print(
+                    f"  round {number + 1}: {name:32} {measured.seconds:7.2f} s, own CPU {measured.cpu_seconds:6.2f} s"
+                    f"{extra}  {check}",
+                    flush=True,
+                )
 
+    print(f"after the rounds: {load_average()}")
     median = {name: statistics.median(m.seconds for m in runs) for name, runs in results.items()}
+    own_cpu = {name: statistics.median(m.cpu_seconds for m in runs) for name, runs in results.items()}
     ours_key = next((k for k in median if k.startswith("ours")), None)
+    per_1000 = 1000 / count
     rows = []
     cpu_rows = []
     for name, seconds in median.items():
@@ -281,7 +306,8 @@ def main() -> int:
         rows.append(
             [
                 name,
-                f"{seconds:.2f}",
+                len(runs),
+                spread([m.seconds for m in runs]),
                 f"{count / seconds:.0f}",
                 f"{mail_bytes / seconds / 1024 / 1024:.1f}",
                 f"{seconds / median['mbsync']:.2f}x" if "mbsync" in median else "-",
@@ -289,19 +315,49 @@ def main() -> int:
                 mib(max(m.peak_rss for m in runs)),
             ]
         )
-        server = statistics.median(m.others_cpu.get("DOC² server (benchmark process)", 0.0) for m in runs)
-        dovecot = statistics.median(m.others_cpu.get("Dovecot", 0.0) for m in runs)
-        own = statistics.median(m.cpu_seconds for m in runs)
-        cpu_rows.append([name, f"{own:.2f}", f"{server:.2f}", f"{dovecot:.2f}", f"{own + server + dovecot:.2f}"])
+        server = [m.others_cpu.get(CpuWatch.ENDPOINT, 0.0) for m in runs]
+        dovecot = [m.others_cpu.get("Dovecot", 0.0) for m in runs]
+        own = [m.cpu_seconds for m in runs]
+        cpu_rows.append(
+            [
+                name,
+                spread(own),
+                f"{own_cpu[name] * per_1000:.2f}",
+                f"{own_cpu[name] / own_cpu['mbsync']:.2f}x" if own_cpu.get("mbsync") else "-",
+                spread(server),
+                spread(dovecot),
+                f"{statistics.median(o + e + d for o, e, d in zip(own, server, dovecot, strict=True)):.2f}",
+            ]
+        )
     print()
+    print("wall time (median and range of the rounds):")
     print(
         table(
-            ["contender", "seconds (median)", "mails/s", "MiB/s", "time / mbsync", "time / ours", "peak RSS"],
+            ["contender", "runs", "seconds", "mails/s", "MiB/s", "time / mbsync", "time / ours", "peak RSS"],
             rows,
         )
     )
-    print("\nCPU seconds while each ran (median), on this machine's CPUs:")
-    print(table(["contender", "its own CPU", "DOC² server CPU", "Dovecot CPU", "total"], cpu_rows))
+    endpoint = "its own process" if args.doc2 == "lean" else "the benchmark's process"
+    print(f"\nCPU seconds (user + system) while each ran, median and range; the DOC² endpoint in {endpoint}:")
+    print(
+        table(
+            [
+                "contender",
+                "its own CPU s",
+                "own CPU s / 1,000 mails",
+                "own CPU / mbsync",
+                "DOC² endpoint CPU s",
+                "Dovecot CPU s",
+                "total",
+            ],
+            cpu_rows,
+        )
+    )
+    if ours_key and "mbsync" in own_cpu and own_cpu["mbsync"]:
+        print(
+            f"\nours / mbsync: wall {median[ours_key] / median['mbsync']:.2f}x, "
+            f"own CPU {own_cpu[ours_key] / own_cpu['mbsync']:.2f}x"
+        )
     if ours_key and "mbsync" in median:
         ratio = median[ours_key] / median["mbsync"]
         verdict = "met" if ratio <= TARGET_VS_MBSYNC else "MISSED"
