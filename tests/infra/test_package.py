@@ -47,6 +47,7 @@ DECOYS = {
     ".mypy_cache/3.11/ingest/cli.data.json": "mypy's cache",
     ".demo/mail/inbox.eml": "the demo mailbox",
     "debug.log": "a log file",
+    ".git": "a git worktree's .git file (it names the repository's path on this machine)",
 }
 
 
