@@ -9,6 +9,7 @@
     ├── TransientError       worth retrying later (time-out, reset, 429/5xx after retries)
     │   ├── Doc2Unavailable  DOC² keeps failing: the account stops for this run, its mail stays
     │   ├── ConnectionLost   the mailbox connection broke: the account stops for this run
+    │   │   └── NoLocalSpace the machine cannot hold a big message (temporary directory full or unusable)
     │   └── OutOfTime        the run's time budget leaves no time for a wait or a retry: the rest waits
     └── DocumentError        one document or message cannot be imported (broken mail, DOC² refused it)
         └── UnreadableMessage  its content cannot be read as it is; retrying changes nothing: failed folder at once
@@ -53,6 +54,12 @@ class Doc2Unavailable(TransientError):
 
 class ConnectionLost(TransientError):
     """The connection to the mailbox broke in the middle of a run."""
+
+
+class NoLocalSpace(ConnectionLost):
+    """The machine cannot hold a big message or document in a temporary file (disk full, the temporary directory
+    missing or not writable). Not the message's fault: as with a lost connection the account stops for this run,
+    no attempt is counted, nothing is moved, and the next run on a healthy machine takes the mail."""
 
 
 class OutOfTime(TransientError):

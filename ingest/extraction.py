@@ -36,7 +36,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from tnefparse.tnef import TNEF
 
-from .errors import DocumentError
+from .errors import DocumentError, TransientError
 from .filenames import DEFAULT_STEM, numbered_filename, sanitise_filename
 from .filters import strict_addresses
 from .model import Blob, BytesBlob, Document, Extraction, MessageHeaders, SkippedPart, as_blob, too_big
@@ -496,6 +496,8 @@ def extract_from_mime(
         try:
             walk.lean = lean_message(mail)
             _walk_message(_parse(walk.lean.skeleton), "", 0, walk)
+        except TransientError:
+            raise  # the machine's trouble (no room for a temporary file), not the message's
         # The parts handle their own errors; this is the last line of defence for "never raises".
         except Exception as err:  # noqa: BLE001
             logger.warning("message structure could not be read: %s", type(err).__name__)
@@ -573,6 +575,8 @@ def _visit(part: Message, path: str, context: _MessageContext, walk: _Walk, dept
             _leaf(part, path, context, walk)
     except UndecodablePart as err:
         walk.notes.append(SkippedPart(f"part {path}", f"could not be decoded: {err}", damaged=True))
+    except TransientError:
+        raise  # the machine's trouble (no room for a temporary file), not the part's
     except Exception as err:  # noqa: BLE001 - one malformed part must not cost the others
         logger.warning("MIME part %s could not be read: %s", path, type(err).__name__)
         walk.notes.append(SkippedPart(f"part {path}", f"part could not be read: {type(err).__name__}", damaged=True))
@@ -745,6 +749,8 @@ def _referenced_cids(message: Message, lean: LeanMessage | None = None) -> froze
         try:
             decoded = _lean_content(part, lean)
             html = decoded.read() if decoded is not None else part.get_payload(decode=True)
+        except TransientError:
+            raise
         except Exception:  # noqa: BLE001 - an unreadable body references nothing
             html = None
         if isinstance(html, bytes):

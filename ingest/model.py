@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import os
+import tempfile
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
+from .errors import NoLocalSpace
 from .tempfiles import new_temp_file
 
 # Fixed namespace: custom_doc_id = uuid5(namespace, account / message key / document key) is stable across
@@ -111,6 +113,13 @@ class FileBlob(Blob):
         return f"FileBlob({self.path!r}, size={self.size})"
 
 
+def _no_space(err: OSError) -> NoLocalSpace:
+    return NoLocalSpace(
+        f"no room for a temporary file in {tempfile.gettempdir()} ({err.strerror or type(err).__name__}): "
+        "free disk space there or set TMPDIR; the mail stays for the next run"
+    )
+
+
 def _remove_file(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -134,19 +143,26 @@ class BlobWriter:
             self._buffer.append(bytes(data))
             self._buffered += len(data)
             return
-        if self._spill is None:
-            handle, path = new_temp_file()
-            self._spill = (os.fdopen(handle, "wb"), path)
-            for piece in self._buffer:
-                self._spill[0].write(piece)
-            self._buffer.clear()
-        self._spill[0].write(data)
+        try:
+            if self._spill is None:
+                handle, path = new_temp_file()
+                self._spill = (os.fdopen(handle, "wb"), path)
+                for piece in self._buffer:
+                    self._spill[0].write(piece)
+                self._buffer.clear()
+            self._spill[0].write(data)
+        except OSError as err:
+            raise _no_space(err) from err
 
     def finish(self) -> Blob:
         if self._spill is None:
             return BytesBlob(b"".join(self._buffer))
         file, path = self._spill
-        file.close()
+        try:
+            file.close()  # the last buffered bytes reach the disk here
+        except OSError as err:
+            self.abort()
+            raise _no_space(err) from err
         return FileBlob(path, self.size)
 
     def abort(self) -> None:

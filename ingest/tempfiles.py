@@ -51,7 +51,9 @@ def _own_dir() -> str:
         if _run_dir is not None and _run_dir[0] == base and os.path.isdir(_run_dir[1]):
             return _run_dir[1]
         if _run_dir is not None:
-            os.close(_run_dir[2])  # the temporary directory changed (tests) or the directory was removed
+            handle = _run_dir[2]
+            _run_dir = None
+            os.close(handle)  # the temporary directory changed (TMPDIR, tests) or the directory was removed
         while True:
             path = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=base)
             lock = os.path.join(path, LOCK_NAME)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from ingest.model import BLOB_MEMORY_LIMIT
 from ingest.tempfiles import LOOSE_FILE_MAX_AGE_SECONDS, sweep_stale
 
+from .mail import invoice_mail
 from .support.scenario import PROJECT_ROOT
 
 # A run that spills a big document to a temporary file, says so, and waits to be killed.
@@ -92,3 +94,28 @@ def test_loose_files_of_the_old_layout_go_only_when_old(private_tmp: Path) -> No
     assert sweep_stale() == 1
     assert not old.exists() and new.exists()
     assert (target / "file").exists() and link.is_symlink()  # a link is never followed, never removed
+
+
+@pytest.mark.parametrize("kind", ["pop3", "imap"])
+def test_no_room_for_a_temporary_file_is_not_the_messages_fault(scenario, tmp_path, monkeypatch, kind) -> None:
+    """A big message needs a temporary file; a machine that cannot make one (disk full, TMPDIR unusable) stops the
+    account for this run without counting an attempt, so good mail never goes to Failed for it."""
+    big = invoice_mail(1, attachments=[("scan.pdf", b"%PDF-1.4\n" + os.urandom(BLOB_MEMORY_LIMIT), "application/pdf")])
+    scenario.append(big)
+    make = scenario.pop3_account if kind == "pop3" else scenario.imap_account
+    scenario.write_config(make(max_attempts=1))
+    not_a_directory = tmp_path / "tmp-is-a-file"
+    not_a_directory.write_bytes(b"")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_directory))
+
+    first = scenario.run().accounts[0]
+
+    assert first.outcome == "partial", first.error
+    assert "no room for a temporary file" in (first.error or "")
+    assert (first.messages_failed, first.messages_moved_to_failed, len(scenario.doc2.uploads)) == (0, 0, 0)
+    assert len(scenario.messages("INBOX")) == 1
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    second = scenario.run().accounts[0]
+    assert (second.outcome, second.messages_imported) == ("ok", 1), second.error
+    assert [u.filename for u in scenario.doc2.uploads] == ["scan.pdf"]
