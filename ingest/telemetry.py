@@ -22,11 +22,18 @@ is handed a ``ManagedIdentityCredential`` for ``AZURE_CLIENT_ID`` itself.
 Records and metrics of one run (``record_run``):
 
 - per account: a record with ``event = "account_result"``, ``account``, ``account_type``, ``outcome`` (``ok``,
-  ``partial``, ``busy``, ``account_failed``) and its counts; level ERROR for ``account_failed``;
+  ``failed``, ``partial``, ``busy``, ``account_failed``), its counts, ``run_succeeded`` (``true``, ``false``, empty
+  for a skipped run) and ``failures_in_a_row`` (from the state store); level ERROR for ``account_failed``;
+- per message moved to the failed folder: a record with ``event = "message_moved_to_failed"``, ``account``,
+  ``message_ref`` and ``reason``;
 - one record per run with ``event = "run_summary"``, ``trigger``, ``accounts``, ``accounts_failed``,
   ``accounts_busy``, ``duration_seconds`` and every total of the run report (``messages_failed`` ...);
 - counters ``messages_imported``, ``documents_uploaded``, ``messages_failed`` and the histogram ``run_duration``
-  (seconds per account run), each with the attributes ``account``, ``account_type``, ``outcome``, ``trigger``.
+  (seconds per account run), each with the attributes ``account``, ``account_type``, ``outcome``, ``trigger``;
+- the histogram ``doc2_request_duration`` (seconds of each HTTP request to DOC²) with the attribute ``status``
+  (``record_doc2_request``, called by the DOC² client).
+
+The workbook and the alerts in infra/ query these names; tests/infra/test_workbook.py checks they exist here.
 """
 
 from __future__ import annotations
