@@ -90,3 +90,22 @@ def test_options_before_or_after_the_command(scenario, tmp_path):
         assert result.returncode == 0, (args, result.stderr)
         assert str(moved) in result.stdout
     assert scenario.cli("check").returncode == 2  # the default path names no file now
+
+
+def test_imap_retry_finds_a_message_without_message_id_by_its_bytes(scenario):
+    raw = invoice_mail(5, subject="No Message-ID here")
+    without_id = b"\r\n".join(line for line in raw.split(b"\r\n") if not line.lower().startswith(b"message-id:"))
+    assert b"\r\nmessage-id:" not in without_id.lower()
+    scenario.append_many([without_id, invoice_mail(6)])
+    scenario.write_config(scenario.imap_account(max_attempts=1))
+    scenario.doc2.always(Refuse(415))
+    assert scenario.cli("import").returncode == 1
+    failed = {f["subject"]: f for f in _json(scenario, "failed")["failed"]}
+    assert failed["No Message-ID here"]["from"] == "billing@supplier.example"
+
+    scenario.doc2.clear_faults()
+    retried = scenario.cli("retry", "mail", failed["No Message-ID here"]["ref"])
+    assert retried.returncode == 0, retried.stderr
+    assert len(scenario.messages("INBOX")) == 1 and len(scenario.messages("Failed")) == 1
+    assert scenario.cli("import").returncode == 0
+    assert [u.filename for u in scenario.doc2.uploads] == ["invoice-5.pdf"]
