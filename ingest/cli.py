@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="one ingestion pass",
         description="One ingestion pass: upload new documents to DOC² and move their mail to the processed "
-        "folder; progress on standard error. Exit 0 no account failed, 1 an account failed or stopped (or has "
-        "failed messages), 2 bad configuration.",
+        "folder; progress on standard error. Exit 0 no account failed, 1 an account failed (DOC² unavailable "
+        "included) or has failed messages, 2 bad configuration.",
     )
     run.add_argument("names", nargs="*", metavar="NAME", help="accounts to import (default: all)")
     run.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")

@@ -22,8 +22,9 @@ is handed a ``ManagedIdentityCredential`` for ``AZURE_CLIENT_ID`` itself.
 Records and metrics of one run (``record_run``):
 
 - per account: a record with ``event = "account_result"``, ``account``, ``account_type``, ``outcome`` (``ok``,
-  ``failed``, ``partial``, ``busy``, ``account_failed``), its counts, ``run_succeeded`` (``true``, ``false``, empty
-  for a skipped run) and ``failures_in_a_row`` (from the state store); level ERROR for ``account_failed``;
+  ``failed``, ``partial``, ``busy``, ``account_failed``), its counts, ``run_succeeded`` (``true`` for ``ok``,
+  ``false`` for ``failed``/``account_failed``, empty for ``partial``/``busy``) and ``failures_in_a_row`` (from the
+  state store); level ERROR for ``account_failed``;
 - per message moved to the failed folder: a record with ``event = "message_moved_to_failed"``, ``account``,
   ``message_ref`` and ``reason``;
 - one record per run with ``event = "run_summary"``, ``trigger``, ``accounts``, ``accounts_failed``,

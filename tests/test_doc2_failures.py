@@ -133,7 +133,7 @@ def test_a_4xx_refusal_is_the_documents_fault_and_goes_to_failed_after_max_attem
 
     runs = [scenario.run().accounts[0] for _ in range(2)]
 
-    assert [r.outcome for r in runs] == ["ok", "ok"]
+    assert [r.outcome for r in runs] == ["failed", "failed"]  # a message failed; the account did not
     assert [r.messages_failed for r in runs] == [1, 1] and runs[1].messages_moved_to_failed == 1
     assert runs[1].problems[0].error.startswith("attempt 2/2") and "HTTP 422" in runs[1].problems[0].error
     assert len(scenario.messages("Failed")) == 1 and len(scenario.messages("Processed")) == 2

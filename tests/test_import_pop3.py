@@ -66,7 +66,7 @@ def test_delete_after_import_keeps_a_message_that_reached_max_attempts_through_d
     scenario.doc2.refuse_document("invoice-0", 500)
 
     first = scenario.run().accounts[0]
-    assert (first.outcome, first.messages_imported, first.messages_failed) == ("ok", 2, 1)
+    assert (first.outcome, first.messages_imported, first.messages_failed) == ("failed", 2, 1)
     (left,) = scenario.messages("INBOX")  # the two imported ones are deleted
     assert b"invoice-0.pdf" in left
 

@@ -122,11 +122,15 @@ class RunRecord:
 
 
 def run_verdict(outcome: str, error: str | None) -> bool | None:
-    """True for a successful run (everything done, or stopped by its time budget without an error), False for a
-    failed one, None for a run that did not happen (another run held the account)."""
-    if outcome == "busy":
-        return None
-    return outcome == "ok" or (outcome == "partial" and not error)
+    """True for a successful run (``ok``: nothing left over), False for a failed one (``account_failed``, or
+    ``failed``: messages failed), None for a run that says neither (``busy``: it did not run; ``partial``: cut short
+    by its time budget or a lost connection, the next run goes on). A None keeps the last success and the failures
+    in a row as they were, so an account that never gets past ``partial`` still shows as without success."""
+    if outcome == "ok":
+        return True
+    if outcome in ("account_failed", "failed"):
+        return False
+    return None
 
 
 class StateStore(Protocol):

@@ -181,8 +181,9 @@ def test_last_run_per_account_with_last_success_and_failures_in_a_row(open_store
     store.record_run(run("a", "account_failed", "2026-01-01T11:00:00+00:00", "login refused"))
     store.record_run(run("a", "busy", "2026-01-01T11:30:00+00:00", "another run"))
     store.record_run(run("a", "failed", "2026-01-01T12:00:00+00:00"))
-    store.record_run(run("b", "partial", "2026-01-01T12:00:00+00:00"))  # time budget: no error, a success
-    store.record_run(run("c", "partial", "2026-01-01T12:00:00+00:00", "DOC² unavailable"))
+    store.record_run(run("b", "ok", "2026-01-01T11:00:00+00:00"))
+    store.record_run(run("b", "partial", "2026-01-01T12:00:00+00:00"))  # cut short: neither success nor failure
+    store.record_run(run("c", "partial", "2026-01-01T12:00:00+00:00", "connection lost"))
 
     runs = open_store().last_runs()
     assert set(runs) == {"a", "b", "c"}
@@ -190,8 +191,12 @@ def test_last_run_per_account_with_last_success_and_failures_in_a_row(open_store
     assert (a.outcome, a.finished_at, a.error, a.type) == ("failed", "2026-01-01T12:00:00+00:00", None, "imap")
     assert a.counts == {"messages_imported": 2, "messages_failed": 1}
     assert (a.last_success_at, a.failures_in_a_row) == ("2026-01-01T10:00:00+00:00", 2)
-    assert (runs["b"].last_success_at, runs["b"].failures_in_a_row) == ("2026-01-01T12:00:00+00:00", 0)
-    assert (runs["c"].last_success_at, runs["c"].failures_in_a_row) == (None, 1)
+    assert (runs["b"].outcome, runs["b"].last_success_at, runs["b"].failures_in_a_row) == (
+        "partial",
+        "2026-01-01T11:00:00+00:00",
+        0,
+    )
+    assert (runs["c"].last_success_at, runs["c"].failures_in_a_row) == (None, 0)
     store.record_run(run("a", "ok", "2026-01-02T10:00:00+00:00"))
     assert (open_store().last_runs()["a"].failures_in_a_row, open_store().last_runs()["a"].last_success_at) == (
         0,
