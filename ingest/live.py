@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import notifications
 from .config import Config, GraphAccount
 from .errors import ConfigError, IngestError, SecretError
+from .graph.delta import CURSOR_NAME
 from .graph.subscriptions import STATUS_CURSOR, Upkeep, maintain, support
 from .queueing import Job, JobQueue
 from .secrets import secret_source
@@ -103,7 +104,7 @@ def _graph_account(config: Config, name: str) -> GraphAccount | None:
 
 def before_job(settings: Settings, config: Config, job: Job) -> None:
     """A notification job forgets that it waits (from now on a notification queues the next one); a lifecycle job
-    renews or recreates the subscription before importing."""
+    renews or recreates the subscription before importing; after ``missed`` the import makes a full round."""
     if job.trigger == notifications.NOTIFICATION_TRIGGER:
         state = open_state_store(settings.state_url)
         try:
@@ -112,6 +113,15 @@ def before_job(settings: Settings, config: Config, job: Job) -> None:
             state.close()
     elif job.trigger == notifications.UPKEEP_TRIGGER:
         _keep_quietly(settings, config, job.account, renew=True)
+    elif job.trigger == notifications.MISSED_TRIGGER:
+        # Graph says it dropped notifications: the delta link would find the changes all the same, but a full round
+        # costs little once and does not depend on Graph's change tracking having kept up either.
+        state = open_state_store(settings.state_url)
+        try:
+            state.record_cursor(job.account, CURSOR_NAME, None)
+        finally:
+            state.close()
+        log.info("account %s: Graph missed notifications: this import lists the whole folder", job.account)
 
 
 def after_job(settings: Settings, config: Config, job: Job, report: RunReport) -> None:

@@ -14,7 +14,7 @@ within milliseconds (Graph wants 2xx within about 3 s, or it retries and at leng
   changed, whatever the notification said. Notifications arriving while a job of the account is already waiting are
   folded into it (:func:`should_enqueue`). Lifecycle notifications ask for subscription upkeep
   (``reauthorizationRequired``: renew, ``subscriptionRemoved``: create again) and an import; ``missed`` asks for an
-  import, which the delta query makes complete.
+  import that lists the whole folder.
 
 The answer is 202 for every well-formed batch, forged or not (Graph only needs to know it arrived); 400 for a body
 that is not a notification batch.
@@ -40,7 +40,7 @@ CLIENT_STATE_SECRET = "graph-notification-client-state"  # noqa: S105 - the NAME
 NOTIFICATION_ROUTE = "graph/notifications"
 NOTIFICATION_TRIGGER = "graph_notification"  # a job asked for by a notification of new mail
 UPKEEP_TRIGGER = "graph_subscription"  # a job asked for by a lifecycle notification: renew or recreate, then import
-MISSED_TRIGGER = "graph_missed"  # Graph could not deliver some notifications: import (the delta finds everything)
+MISSED_TRIGGER = "graph_missed"  # Graph could not deliver some notifications: import with a full round
 PENDING_CURSOR = "notification-job"  # state store: when the account's waiting notification job was queued
 PENDING_FOR = timedelta(minutes=10)  # a waiting job older than this is taken as lost: queue another
 MAX_VALIDATION_TOKEN = 4096

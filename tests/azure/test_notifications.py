@@ -223,8 +223,11 @@ def test_lifecycle_notifications_renew_recreate_and_catch_up(live: Live) -> None
     live.cloud.graph.subscriptions.lifecycle(live.subscription().id, "missed")
     live.notified()
     assert [j["trigger"] for j in live.host.queued()] == ["graph_missed"]
+    live.cloud.graph.reset_counters()
     live.deliver()
     assert live.uploaded() == ["live-1.pdf", "live-2.pdf"]
+    (listing,) = [r for r in live.cloud.graph.requests if r.path.endswith("/messages/delta")]
+    assert "$deltatoken" not in listing.query  # after "missed": a full round, not Graph's change tracking
 
 
 def test_accounts_removed_or_turned_off_lose_their_subscription_and_status_says_why(live: Live) -> None:
