@@ -98,6 +98,8 @@ class Doc2Client:
             raise AccountError(self._redirected(response))
         if response.status_code >= 500:
             raise AccountError(f"DOC² at {self.base_url} answered HTTP {response.status_code}; try again later")
+        if response.status_code in (200, 404) and not _json_object(response):
+            raise AccountError(self._not_doc2(response))
 
     def probe(self) -> str | None:
         """A cheap look whether DOC² answers at all (the request of :meth:`check_key`, which creates nothing).
@@ -212,10 +214,21 @@ class Doc2Client:
         try:
             body = response.json()
         except ValueError:
-            body = {}
-        if isinstance(body, dict) and body.get("success") is False:
+            body = None
+        if not isinstance(body, dict):
+            # Not DOC²'s answer (a web page, a proxy's login page, an app that answers 200 to any path): taking it
+            # for success would move mail whose documents never reached DOC². The configuration's fault.
+            raise AccountError(self._not_doc2(response))
+        if body.get("success") is False:
             raise DocumentError(f"DOC² did not accept {document.filename!r}: {_detail(response) or 'success: false'}")
-        return body if isinstance(body, dict) else {"result": body}
+        return body
+
+    def _not_doc2(self, response: httpx.Response) -> str:
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+        return (
+            f"DOC² at {self.base_url} answered HTTP {response.status_code} with {kind}, not DOC²'s JSON: this is not "
+            f"DOC²'s API; set doc2.base_url (or DOC2_BASE_URL) to the API's address (e.g. https://api.polydocs.io)"
+        )
 
     def _untrusted(self, err: Exception) -> str:
         return (
@@ -239,6 +252,13 @@ class Doc2Client:
             f"DOC² at {self.base_url} rejected the API key (HTTP {response.status_code}): check the secret named in "
             f"doc2.api_key_secret and that the key is active in DOC² (Settings > Integration)"
         )
+
+
+def _json_object(response: httpx.Response) -> bool:
+    try:
+        return isinstance(response.json(), dict)
+    except ValueError:
+        return False
 
 
 def _detail(response: httpx.Response) -> str:

@@ -159,6 +159,25 @@ def test_doc2_answering_with_a_redirect_is_a_configuration_error_and_test_login_
     assert "HTTP 301" in login.stdout and "set doc2.base_url" in login.stdout
 
 
+def test_a_web_page_answering_for_doc2_is_a_configuration_error_and_moves_no_mail(scenario):
+    """A base_url that points at a web app answering 200 HTML to any path: before, that was taken for success and the
+    mail moved to the processed folder with its documents never in DOC²."""
+    scenario.append_many([invoice_mail(n) for n in range(2)])
+    scenario.write_config(scenario.imap_account())
+    scenario.doc2.impostor = True
+
+    account = scenario.run().accounts[0]
+
+    assert account.outcome == "account_failed"
+    assert "not DOC²'s API" in account.error and "text/html" in account.error
+    assert account.messages_imported == 0 and account.messages_failed == 0
+    assert len(scenario.messages("INBOX")) == 2 and scenario.messages("Processed") == []
+    assert _attempts(scenario) == {}
+
+    login = scenario.cli("test-login")
+    assert login.returncode == 1 and "not DOC²'s API" in login.stdout
+
+
 def test_doc2s_retry_after_is_honoured(scenario):
     scenario.append(invoice_mail(1))
     scenario.write_config(scenario.imap_account())

@@ -19,7 +19,8 @@ Faults apply to ``POST /document/process`` only. ``plan(*actions)`` queues actio
 normal handling; ``always(action)`` (or a planned ``Refuse``) applies to every POST until ``clear_faults()``.
 ``refuse_document(name, status)`` answers ``status`` to every upload whose file name contains ``name`` while the
 others are stored (a document DOC² keeps refusing); ``moved_to = URL`` answers every request with a 301 to it
-(an API that moved: the client must not follow). ``Attempt.at`` is when each POST arrived (``time.monotonic()``).
+(an API that moved: the client must not follow); ``impostor = True`` answers every request 200 with an HTML page
+(a web app that answers any path). ``Attempt.at`` is when each POST arrived (``time.monotonic()``).
 """
 
 from __future__ import annotations
@@ -264,6 +265,7 @@ class Doc2Server:
         self._sticky: Action | None = None
         self._refused_documents: dict[str, Respond] = {}
         self.moved_to: str | None = None  # answer every request with a 301 to this URL
+        self.impostor = False  # answer every request 200 text/html, as a web app would
         self._requests_total = 0
         self.errors: list[str] = []  # unexpected exceptions inside the server (a test may assert it stays empty)
         self._httpd: _HTTPServer | None = None
@@ -371,6 +373,7 @@ class Doc2Server:
             self._sticky = None
             self._refused_documents.clear()
             self.moved_to = None
+            self.impostor = False
 
     @property
     def pending_faults(self) -> int:
@@ -524,6 +527,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- methods
 
     def _moved(self) -> bool:
+        if self.doc2.impostor:
+            page = b"<!doctype html><html><body>DOC2 web app</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return True
         if self.doc2.moved_to is None:
             return False
         self._send_json(301, {"detail": "Moved Permanently"}, {"Location": self.doc2.moved_to + self.path})
