@@ -106,3 +106,24 @@ def test_after_a_new_session_a_reused_uidl_is_neither_read_nor_deleted_for_the_l
         mailbox.settle(listed, "processed")  # must not delete the other message
     (left,) = reused.messages("INBOX")
     assert b"Invoice C" in left
+
+
+def test_pipelined_header_reads_give_the_keys_one_by_one_reads_give(scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dovecot offers PIPELINING: the TOP commands go 64 at a time. A header line poplib gives up on in the middle of
+    a batch makes a new session, and the rest is read one by one; the keys are the same either way."""
+    monkeypatch.setattr(poplib, "_MAXLINE", 4096)
+    breaking = multipart("breaking", [TEXT, attachment()], extra=b"X-Long: " + b"x" * 10_000 + b"\r\n")
+    mails = [invoice_mail(n) for n in range(100)]
+    mails.insert(70, breaking)
+    scenario.append_many(mails)
+    account = scenario.write_config(scenario.pop3_account()).accounts[0]
+
+    def keys(pipelining: bool) -> list[str]:
+        with Pop3Mailbox(account, lambda _name: scenario.password) as mailbox:
+            assert mailbox._pipelining  # Dovecot's CAPA says PIPELINING
+            mailbox._pipelining = pipelining
+            return [ref.key for ref in mailbox.list_messages()]
+
+    pipelined, one_by_one = keys(True), keys(False)
+    assert pipelined == one_by_one and len(pipelined) == 101
+    assert pipelined[70].endswith("/no-headers") and not pipelined[69].endswith("/no-headers")

@@ -65,6 +65,7 @@ def _digest(block: bytes | None) -> str:
 
 
 _CHUNK = 256 * 1024
+TOP_BATCH = 64  # TOP commands sent at once to a server that offers PIPELINING
 
 
 def _stream_reply(client: poplib.POP3, sink: BlobWriter, limit: int) -> bool:
@@ -115,11 +116,16 @@ class Pop3Mailbox:
         self._numbers: dict[tuple[str, int], bytes] = {}
         self._checked: set[str] = set()
         self._places: dict[str, tuple[str, int]] = {}  # key -> (UIDL, size), for the messages listed
+        self._pipelining = False  # the server takes several commands before answering the first (CAPA)
         self._where = f"POP3 {account.host}:{account.effective_port} (account {account.name!r})"
 
     def __enter__(self) -> Pop3Mailbox:
         self._client = self._connect()
         self._login()
+        try:
+            self._pipelining = "PIPELINING" in self._client.capa()
+        except (*_NETWORK_ERRORS, poplib.error_proto):
+            self._pipelining = False  # CAPA is optional (RFC 2449): one command at a time then
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -215,11 +221,13 @@ class Pop3Mailbox:
         except (*_NETWORK_ERRORS, poplib.error_proto) as err:
             raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(err)}") from err
         sizes = _sizes(list_lines)
+        entries = []
         for line in uidl_lines:
             number, uidl = line.split()[:2]
-            size = sizes.get(number, 0)
-            place = (uidl.decode("ascii", "replace"), size)
-            block = self._header_block(self._numbers.get(place, number))
+            entries.append((number, (uidl.decode("ascii", "replace"), sizes.get(number, 0))))
+        blocks = self._header_blocks(entries)
+        for (number, place), block in zip(entries, blocks, strict=True):
+            size = place[1]
             key = message_key(*place, _digest(block))
             self._places[key] = place
             headers = None
@@ -266,6 +274,49 @@ class Pop3Mailbox:
             if len(fields) > 1
         }
         self._checked = set()
+
+    def _header_blocks(self, entries: list[tuple[bytes, tuple[str, int]]]) -> list[bytes | None]:
+        """The header block of each listed message, in order. With PIPELINING (RFC 2449) the TOP commands go
+        :data:`TOP_BATCH` at a time, one round trip a batch instead of one a message; one by one otherwise, and
+        after a new session had to be opened (numbers then come from it)."""
+        blocks: list[bytes | None] = []
+        while len(blocks) < len(entries):
+            rest = entries[len(blocks) :]
+            if self._numbers or not self._pipelining:
+                number, place = rest[0]
+                blocks.append(self._header_block(self._numbers.get(place, number)))
+            else:
+                blocks.extend(self._pipelined_header_blocks([number for number, _ in rest[:TOP_BATCH]]))
+        return blocks
+
+    def _pipelined_header_blocks(self, numbers: list[bytes]) -> list[bytes | None]:
+        """TOP n 0 for each of ``numbers`` sent at once, the answers read in order. Stops early (the last block
+        None) when the session falls out of step: a new one is open then and the caller goes on one by one."""
+        client = self._require()
+        blocks: list[bytes | None] = []
+        try:
+            for number in numbers:
+                client._putcmd(f"TOP {int(number)} 0")  # type: ignore[attr-defined]  # poplib's own command step
+            for _number in numbers:
+                try:
+                    client._getresp()  # type: ignore[attr-defined]
+                except poplib.error_proto as err:
+                    if not _server_refused(err):
+                        raise
+                    blocks.append(None)  # a one-line -ERR: the session is still in step
+                    continue
+                lines = []
+                while (line := client._getline()[0]) != b".":  # type: ignore[attr-defined]
+                    lines.append(line[1:] if line.startswith(b"..") else line)
+                blocks.append(b"\r\n".join(lines) + b"\r\n\r\n")
+        except poplib.error_proto as err:
+            if _connection_closed(err):
+                raise ConnectionLost(f"{self._where}: connection lost while reading headers: {describe(err)}") from err
+            self._reopen(err)
+            blocks.append(None)
+        except _NETWORK_ERRORS as err:
+            raise ConnectionLost(f"{self._where}: connection lost while reading headers: {describe(err)}") from err
+        return blocks
 
     def _header_block(self, number: bytes) -> bytes | None:
         """The message's header block (TOP n 0), or None when the server refuses it."""
