@@ -441,3 +441,11 @@ def xrechnung_as_the_whole_message() -> bytes:
     """The invoice is the message: a single text/xml part, no multipart at all."""
     head = _HEAD.format(subject="XRechnung 2025-0043", message_id="xrechnung-whole").encode()
     return head + b"Content-Type: text/xml; charset=utf-8\r\n\r\n" + XRECHNUNG
+
+
+ALL_SAMPLES.update(
+    {
+        "unnamed_text_documents": unnamed_text_documents,
+        "xrechnung_as_the_whole_message": xrechnung_as_the_whole_message,
+    }
+)
