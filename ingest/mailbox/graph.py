@@ -847,7 +847,14 @@ class GraphMailItem:
                 if is_tnef_part(content_type, attachment.name, load):
                     yield from tnef_candidates(attachment.name, path, load, notes)
                     continue
-                yield Candidate(attachment.name, content_type, path, load, is_inline=attachment.is_inline)
+                yield Candidate(
+                    attachment.name,
+                    content_type,
+                    path,
+                    load,
+                    is_inline=attachment.is_inline,
+                    content_id=attachment.content_id,
+                )
             elif kind == "file":
                 size = attachment.size
                 yield Candidate(
