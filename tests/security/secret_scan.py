@@ -47,6 +47,7 @@ _NOT_SECRET_ENV = (
     "PATH",
     "HOME",
     "PYTHON",
+    "FUNCTIONS_",  # the Functions host's own settings (FUNCTIONS_WORKER_RUNTIME=python), never secrets
 )
 _NOT_SECRET_NAME_ENDINGS = ("_ID", "-ID", "_URL", "-URL")
 
