@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from .. import model
 from ..config import ImapAccount
-from ..errors import AccountError, ConnectionLost, DocumentError
+from ..errors import AccountError, ConnectionLost, DocumentError, UnreadableMessage
 from ..extraction import parse_headers
-from ..model import BlobWriter, FileBlob, MessageRef
+from ..model import BlobWriter, FileBlob, MessageRef, too_big
 from ..tls import client_context
 from . import imap_providers, imap_sections
 from ._errors import IMAP_NETWORK_ERRORS, close_quietly, describe, server_text, throttled
@@ -233,6 +234,10 @@ class ImapMailbox:
             item = self._read_without_oversized(uid)
             if item is not None:
                 return item
+        size = self._sizes.get(uid, 0)
+        if raw is None and size > model.MAX_MESSAGE_BYTES:
+            # Not even without the parts over the size filter: the message goes to the failed folder at once.
+            raise UnreadableMessage(f"{too_big('the message', size, model.MAX_MESSAGE_BYTES)}: not downloaded")
         if raw is None and self._sizes.get(uid, 0) > LARGE_MESSAGE_BYTES:
             return MimeMailItem(self._fetch_to_file(uid))
         if raw is None:
