@@ -40,7 +40,7 @@ from .errors import DocumentError, TransientError
 from .filenames import DEFAULT_STEM, numbered_filename, sanitise_filename
 from .filters import strict_addresses
 from .model import Blob, BytesBlob, Document, Extraction, MessageHeaders, SkippedPart, as_blob, too_big
-from .rawmail import LeanMessage, RawMail, lean_message
+from .rawmail import HEADER_END, LeanMessage, RawMail, lean_message
 from .sniffing import is_tnef, sniff_content_type
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ SIGNATURE_TYPES = frozenset(
 BODY_TEXT_TYPES = frozenset({"text/plain", "text/html", "text/enriched"})
 # Far beyond anything a mail client writes; guards the walk against a crafted, absurdly deep tree.
 _MAX_MULTIPART_DEPTH = 64
-_FORWARDED_STEM = "forwarded message"
+# The file name stem of an attached message that has no name of its own (MIME and Graph item attachments alike).
+FORWARDED_STEM = "forwarded message"
 
 
 class _ParsedHeaders(HeaderRegistry):
@@ -187,11 +188,10 @@ def _parse(raw: bytes, *, headersonly: bool = False) -> Message:
 # What the standard parser takes for a header line (email.feedparser's headerRE): "From ", a field name and a
 # colon, or a continuation.
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _without_stray_header_lines(raw: bytes) -> bytes | None:
-    end = _HEADER_END.search(raw)
+    end = HEADER_END.search(raw)
     if end is None:
         return None  # no blank line at all: nothing tells where the header was meant to end
     lines = raw[: end.start()].split(b"\n")
@@ -679,13 +679,13 @@ def _attached_message(part: Message, path: str, context: _MessageContext, walk: 
     inner, data = _inner_message(part, walk.lean)
     name = _part_filename(part) or _eml_name(decode_header_text(_raw_header(inner, "subject") or ""))
     walk.candidates.append(
-        Candidate(name, MESSAGE_TYPE, path, lambda: data, data.size, fallback_stem=_FORWARDED_STEM, trusted_type=True)
+        Candidate(name, MESSAGE_TYPE, path, lambda: data, data.size, fallback_stem=FORWARDED_STEM, trusted_type=True)
     )
     nesting = context.nesting + 1
     if nesting > MAX_NESTING_DEPTH:
         walk.notes.append(
             SkippedPart(
-                name or f"{_FORWARDED_STEM}.eml",
+                name or f"{FORWARDED_STEM}.eml",
                 f"attached message nested deeper than {MAX_NESTING_DEPTH} levels: kept as .eml, "
                 "its attachments not extracted",
             )

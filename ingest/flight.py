@@ -99,7 +99,6 @@ class Flight:
         self._complete = complete  # decides on a message whose uploads ended: True when it may be settled
         self._settle = settle  # moves a batch, records it; returns what stops the run
         self._account = account
-        self._mailbox = mailbox
         self._doc2 = doc2
         self._report = report
         self._pool = pool

@@ -153,15 +153,6 @@ def import_account(name: str, environ: Mapping[str, str] | None = None) -> Answe
         return Answer(status, report.as_dict())
 
 
-def validate_configuration(environ: Mapping[str, str] | None = None) -> str | None:
-    """The configuration problem, or None when the accounts file is valid."""
-    try:
-        load(Settings.from_environ(environ))
-    except ConfigError as err:
-        return str(err)
-    return None
-
-
 def _account_config(settings: Settings, name: str) -> Config | Answer:
     """The accounts file when it is valid and names the account, else the HTTP answer saying why not."""
     try:

@@ -66,7 +66,7 @@ _RUN_CHARS = _BASE64_CHARS + b"\r\n"
 _CRLF = b"\r\n"
 # The first of these ends the header block, for the parser (which ends lines at CRLF, CR or LF) and for the
 # repair of stray header lines in extraction; any bytes after it do not change the parsed header fields.
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+HEADER_END = re.compile(rb"\r?\n\r?\n")
 _EMPTY_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r")
 # A token no message can hold by chance or design: a secret of this process and a number of its own per message.
 _TOKEN_SECRET = secrets.token_hex(8)
@@ -104,7 +104,7 @@ class RawMail:
     def header_block(self) -> bytes:
         """The bytes up to the first empty line (headers parse the same from these as from the whole message)."""
         head = self.blob.head(HEADER_BLOCK_LIMIT)
-        match = _HEADER_END.search(head) or _EMPTY_LINE.search(head)
+        match = HEADER_END.search(head) or _EMPTY_LINE.search(head)
         return head if match is None else head[: match.end()]
 
     def close(self) -> None:

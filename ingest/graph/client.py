@@ -333,17 +333,14 @@ class GraphSession:
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop)
 
-    def download(self, path: str, *, limit: int | None = None) -> bytes:
-        """GET ``base_url + path`` (``/$value`` of a message or attachment), streamed in chunks, into memory.
+    def download_blob(self, path: str, *, limit: int | None = None, spill: bool = True) -> Blob:
+        """GET ``base_url + path`` (``/$value`` of a message or attachment), streamed in chunks, into a
+        :class:`~ingest.model.Blob`: with ``spill``, a body bigger than :data:`~ingest.model.BLOB_MEMORY_LIMIT`
+        goes to a temporary file chunk by chunk, never whole in memory.
 
         With ``limit``, reading stops once more than ``limit`` bytes arrived: the caller sees a too-large body
         without it ever being held whole.
         """
-        return self.download_blob(path, limit=limit, spill=False).read()
-
-    def download_blob(self, path: str, *, limit: int | None = None, spill: bool = True) -> Blob:
-        """As :meth:`download`, into a :class:`~ingest.model.Blob`: with ``spill``, a body bigger than
-        :data:`~ingest.model.BLOB_MEMORY_LIMIT` goes to a temporary file chunk by chunk, never whole in memory."""
         writer = BlobWriter() if spill else BlobWriter(memory_limit=sys.maxsize)
         try:
             self.run(lambda: self._download(path, limit, writer))

@@ -49,6 +49,7 @@ from .. import model
 from ..config import Filters, GraphAccount
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
 from ..extraction import (
+    FORWARDED_STEM,
     MAX_TNEF_BYTES,
     TNEF_TYPES,
     Candidate,
@@ -104,7 +105,6 @@ REFERENCE_REASON = "cloud link, not importable"
 # streamed from /$value when extraction asks for them.
 BATCHED_ATTACHMENT_BYTES = 1024 * 1024
 FETCH_AHEAD_BYTES = 8 * 1024 * 1024  # listed size of the attachments fetched in one batch
-_FORWARDED_STEM = "forwarded message"
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
@@ -738,9 +738,6 @@ class GraphMailbox:
 
     # --- downloads for the mail items -----------------------------------------------------------------------
 
-    def download(self, path: str, *, what: str, limit: int | None = None) -> bytes:
-        return self.download_blob(path, what=what, limit=limit, spill=False).read()
-
     def download_blob(self, path: str, *, what: str, limit: int | None = None, spill: bool = True) -> Blob:
         """The body of ``path`` (below the user), in memory or, when big, a temporary file; retried when the
         connection breaks in the middle."""
@@ -907,7 +904,7 @@ class GraphMailItem:
         mime.close()
         try:
             inner = extract_from_mime(
-                wrapper, _AttachmentsOnly(options.include_inline, options.filters), message_stem=_FORWARDED_STEM
+                wrapper, _AttachmentsOnly(options.include_inline, options.filters), message_stem=FORWARDED_STEM
             )
         finally:
             wrapper.close()  # every document of it is read by now
