@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from ingest.config import ImapAccount
 from ingest.errors import AccountError, ConnectionLost, SecretError
 from ingest.graph.auth import (
+    _ADVICE,
     EncryptedFileTokenCacheStore,
     SecretTokenCacheStore,
+    aadsts_error,
     default_token_cache,
     outlook_token_source,
 )
@@ -125,6 +127,22 @@ def test_each_injected_aadsts_error_is_translated(cloud: MicrosoftCloud, code: i
     assert expected in text
 
 
+@pytest.mark.parametrize("code", sorted(_ADVICE))
+def test_every_advice_in_the_table_is_filled_from_the_account(code: int) -> None:
+    context = {
+        "name": "ap-invoices", "auth": "password", "tenant_id": "contoso.example",
+        "client_id_secret": "graph-client-id", "client_secret_secret": "graph-client-secret",
+        "certificate_secret": "graph-certificate", "username": MAILBOX, "password_secret": "mail-password",
+    }  # fmt: skip
+    result = {"error": "invalid_grant", "error_codes": [code], "error_description": f"AADSTS{code}: Entra's own words"}
+    error = aadsts_error(result, context)
+    text = str(error)
+    assert isinstance(error, AccountError)
+    assert text.startswith(f"account 'ap-invoices': sign-in refused by Entra ID (AADSTS{code}): ")
+    assert "Entra's own words" not in text  # the advice replaces Entra's description
+    assert "{" not in text and "}" not in text
+
+
 def test_unknown_tenant(cloud: MicrosoftCloud) -> None:
     text = _sign_in_error(cloud, cloud.account(tenant_id="contoso-typo.onmicrosoft.com"))
     assert "tenant 'contoso-typo.onmicrosoft.com' not found" in text
@@ -165,7 +183,8 @@ def test_certificate_as_base64_pkcs12(cloud: MicrosoftCloud) -> None:
     cloud.secrets["graph-certificate"] = base64.b64encode(blob).decode()
     account = cloud.account(auth="certificate", certificate_secret="graph-certificate", client_secret_secret=None)
     with cloud.open(account) as mailbox:
-        mailbox.check()
+        assert mailbox.check()[0] == "signed in to Entra ID (certificate)"
+        assert len(list(mailbox.list_messages())) == 1
 
 
 def test_certificate_not_uploaded_to_the_app(cloud: MicrosoftCloud) -> None:

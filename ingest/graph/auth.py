@@ -232,70 +232,67 @@ def _first_line(err: object) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+_SIGN_IN_AGAIN = "the saved sign-in has expired or was revoked: sign in again with `python -m ingest signin {name}`"
+# What a person does about Entra's refusal, by AADSTS code. The templates are filled from the account's context
+# (see _context) and ``permission``; a code not here gets Entra's own first line.
+_ADVICE: dict[int, str] = {
+    7000215: (
+        "the client secret is wrong: secret {client_secret_secret!r} must hold the secret's VALUE (shown once when "
+        "it is created), not its secret ID; if the value is lost, create a new client secret under Entra ID > App "
+        "registrations > the app > Certificates & secrets"
+    ),
+    7000222: (
+        "the client secret has expired: create a new client secret under Entra ID > App registrations > the app > "
+        "Certificates & secrets and store its value in secret {client_secret_secret!r}"
+    ),
+    700016: (
+        "no application with the client ID from secret {client_id_secret!r} exists in tenant {tenant_id!r}: check "
+        "that secret (the 'Application (client) ID') and tenant_id, and that the app is registered in (or consented "
+        "to by) this tenant"
+    ),
+    50126: "wrong user name or password for {username!r}: check secret {password_secret!r}",
+    50034: "user {username!r} does not exist in tenant {tenant_id!r}",
+    **dict.fromkeys(
+        (50076, 50079),
+        "multi-factor authentication is required for {username!r}, and the password flow (auth: password) cannot "
+        "do MFA: set auth: device_code for this account and sign in once with `python -m ingest signin {name}`",
+    ),
+    65001: (
+        "consent is missing: an administrator must grant admin consent for {permission} to this app (Entra ID > "
+        "App registrations > the app > API permissions > Grant admin consent)"
+    ),
+    **dict.fromkeys(_SIGN_IN_AGAIN_CODES, _SIGN_IN_AGAIN),
+    7000218: (
+        "the app does not allow public client flows: turn on 'Allow public client flows' under Entra ID > App "
+        "registrations > the app > Authentication"
+    ),
+    700027: (
+        "the certificate from secret {certificate_secret!r} is not accepted: upload its public part (.cer or .pem) "
+        "to the app registration under Certificates & secrets > Certificates"
+    ),
+    70021: (
+        "no federated credential of the app matches this managed identity: add one under Certificates & secrets > "
+        "Federated credentials (scenario 'Managed identity', the Function App's identity)"
+    ),
+    **dict.fromkeys(
+        (90002, 900023), "tenant {tenant_id!r} not found: check tenant_id, and AUTHORITY_HOST for a national cloud"
+    ),
+    **dict.fromkeys(
+        (50053, 50055, 50057), "the user account {username!r} is locked, disabled or its password has expired"
+    ),
+    53003: "a Conditional Access policy blocks this sign-in: ask the Entra ID administrator to allow it",
+    7000112: "the application is disabled in this tenant",
+    500011: "Microsoft Graph is not known in this tenant's cloud: GRAPH_ENDPOINT must match AUTHORITY_HOST",
+}
+# A refusal with no AADSTS code of its own: msal's invalid_grant for a device-code account's saved sign-in.
+_DEVICE_CODE_INVALID_GRANT = "the saved sign-in is no longer valid: sign in again with `python -m ingest signin {name}`"
+
+
 def _advice(code: int | None, error: str, context: dict[str, str]) -> str | None:
-    c = context
-    if code == 7000215:
-        return (
-            f"the client secret is wrong: secret {c['client_secret_secret']!r} must hold the secret's VALUE "
-            "(shown once when it is created), not its secret ID; if the value is lost, create a new client secret "
-            "under Entra ID > App registrations > the app > Certificates & secrets"
-        )
-    if code == 7000222:
-        return (
-            "the client secret has expired: create a new client secret under Entra ID > App registrations > the "
-            f"app > Certificates & secrets and store its value in secret {c['client_secret_secret']!r}"
-        )
-    if code == 700016:
-        return (
-            f"no application with the client ID from secret {c['client_id_secret']!r} exists in tenant "
-            f"{c['tenant_id']!r}: check that secret (the 'Application (client) ID') and tenant_id, and that the app "
-            "is registered in (or consented to by) this tenant"
-        )
-    if code == 50126:
-        return f"wrong user name or password for {c['username']!r}: check secret {c['password_secret']!r}"
-    if code == 50034:
-        return f"user {c['username']!r} does not exist in tenant {c['tenant_id']!r}"
-    if code in (50076, 50079):
-        return (
-            f"multi-factor authentication is required for {c['username']!r}, and the password flow (auth: password) "
-            "cannot do MFA: set auth: device_code for this account and sign in once with "
-            f"`python -m ingest signin {c['name']}`"
-        )
-    if code == 65001:
-        return (
-            f"consent is missing: an administrator must grant admin consent for {DELEGATED_PERMISSION} to this app "
-            "(Entra ID > App registrations > the app > API permissions > Grant admin consent)"
-        )
-    if code in _SIGN_IN_AGAIN_CODES:
-        return f"the saved sign-in has expired or was revoked: sign in again with `python -m ingest signin {c['name']}`"
-    if code == 7000218:
-        return (
-            "the app does not allow public client flows: turn on 'Allow public client flows' under Entra ID > App "
-            "registrations > the app > Authentication"
-        )
-    if code == 700027:
-        return (
-            f"the certificate from secret {c['certificate_secret']!r} is not accepted: upload its public part (.cer "
-            "or .pem) to the app registration under Certificates & secrets > Certificates"
-        )
-    if code == 70021:
-        return (
-            "no federated credential of the app matches this managed identity: add one under Certificates & "
-            "secrets > Federated credentials (scenario 'Managed identity', the Function App's identity)"
-        )
-    if code in (90002, 900023):
-        return f"tenant {c['tenant_id']!r} not found: check tenant_id, and AUTHORITY_HOST for a national cloud"
-    if code in (50053, 50055, 50057):
-        return f"the user account {c['username']!r} is locked, disabled or its password has expired"
-    if code == 53003:
-        return "a Conditional Access policy blocks this sign-in: ask the Entra ID administrator to allow it"
-    if code == 7000112:
-        return "the application is disabled in this tenant"
-    if code == 500011:
-        return "Microsoft Graph is not known in this tenant's cloud: GRAPH_ENDPOINT must match AUTHORITY_HOST"
-    if error == "invalid_grant" and c["auth"] == "device_code":
-        return f"the saved sign-in is no longer valid: sign in again with `python -m ingest signin {c['name']}`"
-    return None
+    template = _ADVICE.get(code) if code is not None else None
+    if template is None and error == "invalid_grant" and context["auth"] == "device_code":
+        template = _DEVICE_CODE_INVALID_GRANT
+    return None if template is None else template.format(permission=DELEGATED_PERMISSION, **context)
 
 
 def aadsts_error(result: dict[str, Any], context: dict[str, str]) -> IngestError:
