@@ -8,15 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.ca import TestCA
 from tests.support.microsoft import MAILBOX, MicrosoftCloud
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 @pytest.fixture

@@ -4,28 +4,17 @@ local Entra ID, Graph and DOC² servers."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ingest.config import parse_config
 from ingest.service import run_import
 from ingest.settings import Settings
 from ingest.state import open_state_store
-from tests.support.ca import TestCA
 from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server
 from tests.support.graph_server import FileAttachment, ItemAttachment, ReferenceAttachment
 from tests.support.microsoft import PNG, DictSecrets, MicrosoftCloud, mail_with_attachment, pdf
 
 START = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 def _run(cloud: MicrosoftCloud, doc2: Doc2Server, tmp_path: Path):  # type: ignore[no-untyped-def]

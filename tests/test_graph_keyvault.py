@@ -5,7 +5,6 @@ account whose token cache lives in Key Vault."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -21,15 +20,7 @@ from ingest.graph.auth import (
     sign_in_with_device_code,
 )
 from ingest.secrets import KeyVaultSecrets
-from tests.support.ca import TestCA
 from tests.support.microsoft import MAILBOX, MicrosoftCloud
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 def _credential(cloud: MicrosoftCloud) -> ClientSecretCredential:

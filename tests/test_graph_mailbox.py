@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -15,18 +15,10 @@ from ingest import model
 from ingest.errors import AccountError, ConnectionLost, DocumentError, UnreadableMessage
 from ingest.model import MessageRef
 from tests import samples
-from tests.support.ca import TestCA
 from tests.support.graph_server import FileAttachment, ItemAttachment, ReferenceAttachment
 from tests.support.microsoft import PNG, MicrosoftCloud, mail_with_attachment, pdf
 
 START = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 def _add(cloud: MicrosoftCloud, count: int, **fields: object) -> None:

@@ -4,27 +4,16 @@ retry moves the failed mail back to the source folder (same immutable id), and t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ingest.config import Config, parse_config
 from ingest.operations import account_status, failed_messages, retry_failed
 from ingest.service import run_import
 from ingest.settings import Settings
 from ingest.state import StateStore, open_state_store
-from tests.support.ca import TestCA
 from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server, Refuse
 from tests.support.graph_server import FileAttachment
 from tests.support.microsoft import DictSecrets, MicrosoftCloud, pdf
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 def test_graph_failed_mail_goes_back_to_the_inbox_and_is_imported(

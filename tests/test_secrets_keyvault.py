@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-
-import pytest
 
 from ingest.config import load_config
 from ingest.secrets import KeyVaultSecrets
 from ingest.service import run_import
 
 from .mail import invoice_mail
-from .support.microsoft import MicrosoftCloud
-
-
-@pytest.fixture
-def cloud(test_ca) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 def test_import_with_secrets_from_key_vault(scenario, cloud, monkeypatch, caplog):

@@ -22,18 +22,10 @@ from ingest.graph.signin import token_cache_store
 from ingest.secrets import EnvironmentSecrets, KeyVaultSecrets, token_cache_source
 from ingest.settings import Settings
 from tests.infra.roles import builtin_roles, granted_by_main_bicep
-from tests.support.ca import TestCA
 from tests.support.keyvault_server import KeyVaultEmulator
 from tests.support.microsoft import MAILBOX, MicrosoftCloud
 
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
-
-
-@pytest.fixture
-def cloud(test_ca: TestCA) -> Iterator[MicrosoftCloud]:
-    world = MicrosoftCloud.start(test_ca)
-    yield world
-    world.stop()
 
 
 @pytest.fixture
