@@ -1068,6 +1068,38 @@ def odd_types() -> list[Case]:
     ]
 
 
+def unnamed_parts() -> list[Case]:
+    """Documents that travel without a file name or as a kind of attached mail the old code did not know."""
+    xml = b'<?xml version="1.0"?><ubl:Invoice xmlns:ubl="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"/>\r\n'
+    return [
+        Case(
+            "unnamed-text-xml-and-csv",
+            multipart(
+                "unnamed-text-xml-and-csv",
+                [
+                    TEXT,
+                    b"Content-Type: text/xml; charset=utf-8\r\n\r\n" + xml,
+                    b"Content-Type: text/csv\r\n\r\nPos;Betrag\r\n1;12,50\r\n",
+                    b"Content-Type: text/plain\r\n\r\n-- \r\nmailing list footer\r\n",
+                ],
+            ),
+            "processed",
+            2,
+            note="text/xml and text/csv without a name are documents; a second text/plain is text",
+        ),
+        Case(
+            "attached-message-global",
+            multipart(
+                "attached-message-global",
+                [TEXT, b"Content-Type: message/global\r\n\r\n" + samples.invoice_with_pdf("global")],
+            ),
+            "processed",
+            2,
+            note="message/global (RFC 6532) is an attached mail: .eml and its PDF",
+        ),
+    ]
+
+
 def big() -> list[Case]:
     data = b"%PDF-1.4\n" + random.Random(60).randbytes(BIG_ATTACHMENT_MB * 1024 * 1024)
     raw = multipart("sixty-megabyte-attachment", [TEXT, attachment(b"big.pdf", data), attachment(b"small.pdf")])
@@ -1088,6 +1120,7 @@ FAMILIES: dict[str, Callable[[], list[Case]]] = {
     "tnef": tnef,
     "signatures": signatures,
     "odd_types": odd_types,
+    "unnamed_parts": unnamed_parts,
 }
 
 
