@@ -278,7 +278,7 @@ def main() -> int:
             names = list(contenders)
             names = names[number % len(names) :] + names[: number % len(names)]  # rotate the order each round
             for name in names:
-                round_dir = world.work / f"round-{number}-{name.split()[0]}"
+                round_dir = world.work / f"round-{number}-{names.index(name)}"
                 round_dir.mkdir()
                 world.reseed()
                 measured = contenders[name](world, round_dir)

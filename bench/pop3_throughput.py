@@ -1,4 +1,4 @@
-"""Benchmark 7 (issue 14): POP3 throughput, ours against a naive loop (poplib + httpx).
+"""Benchmark 9 (issue 14): POP3 throughput, ours against a naive loop (poplib + httpx).
 
     .venv/bin/python bench/pop3_throughput.py                  # 1,000 mails with a 200 KB PDF each, 3 rounds
     .venv/bin/python bench/pop3_throughput.py --messages 200 --rounds 3
@@ -213,7 +213,7 @@ def main() -> int:
             names = list(contenders)
             names = names[number % len(names) :] + names[: number % len(names)]  # rotate the order each round
             for name in names:
-                round_dir = world.work / f"round-{number}-{name.split()[0]}-{len(results[name])}"
+                round_dir = world.work / f"round-{number}-{names.index(name)}"
                 round_dir.mkdir()
                 world.reseed()
                 measured = contenders[name](world, round_dir)

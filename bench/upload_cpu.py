@@ -1,4 +1,4 @@
-"""Benchmark 8 (issue 14): the CPU one DOC² upload costs the client, ours against leaner clients.
+"""Benchmark 10 (issue 14): the CPU one DOC² upload costs the client, ours against leaner clients.
 
     .venv/bin/python bench/upload_cpu.py                      # 300 uploads of a 200 KB PDF, 3 rounds each
     .venv/bin/python bench/upload_cpu.py --uploads 500 --kb 200
