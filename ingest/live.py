@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from . import notifications
 from .config import Config, GraphAccount
 from .errors import ConfigError, IngestError, SecretError
-from .graph.delta import CURSOR_NAME
 from .graph.subscriptions import STATUS_CURSOR, Upkeep, maintain, support
 from .queueing import Job, JobQueue
 from .secrets import secret_source
@@ -116,6 +115,10 @@ def before_job(settings: Settings, config: Config, job: Job) -> None:
     elif job.trigger == notifications.MISSED_TRIGGER:
         # Graph says it dropped notifications: the delta link would find the changes all the same, but a full round
         # costs little once and does not depend on Graph's change tracking having kept up either.
+        # Imported here: ingest.graph.delta loads the Graph client (msgraph-sdk, msal: ~370 modules, ~0.1 CPU s and
+        # ~17 MiB), which function_app's import and every non-Graph job must not pay (bench/startup.py).
+        from .graph.delta import CURSOR_NAME
+
         state = open_state_store(settings.state_url)
         try:
             state.record_cursor(job.account, CURSOR_NAME, None)

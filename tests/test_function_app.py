@@ -163,3 +163,21 @@ def test_http_import_leaves_time_for_the_answer(app_env):
     settings = jobs._with_budget(app_env.settings(), jobs.HTTP_RUN_BUDGET_SECONDS)
     assert settings.run_time_budget_seconds == jobs.HTTP_RUN_BUDGET_SECONDS
     assert jobs._with_budget(settings, 1000).run_time_budget_seconds == jobs.HTTP_RUN_BUDGET_SECONDS
+
+
+def test_importing_the_function_app_loads_no_graph_client():
+    """msgraph-sdk, kiota and msal load only when a Graph account runs: function_app's import (every cold start) and
+    IMAP/POP3 jobs do not pay their ~370 modules (docs/PERFORMANCE.md, start-up). A fresh interpreter, as the host's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, function_app\n"
+        "function_app.app.get_functions()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('msgraph', 'msgraph_core', "
+        "'kiota_abstractions', 'kiota_http', 'msal')}))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
