@@ -10,7 +10,6 @@ import pytest
 
 from ingest.config import ImapAccount
 from ingest.extraction import extract_from_mime
-from ingest.mailbox import imap_sections
 from ingest.mailbox.imap import ImapMailbox
 from tests import samples
 from tests.hostile.corpus import TEXT, attachment, cases, multipart
@@ -98,33 +97,3 @@ def test_leaving_parts_on_the_server_changes_no_document(scenario, limit_mb, at_
 
 def _secrets(scenario):
     return lambda name: {"mail-password": scenario.password}[name]
-
-
-def test_plan_reads_nested_structures():
-    """The parser of imapclient's BODYSTRUCTURE shapes, without a server."""
-    leaf = (b"application", b"pdf", None, None, None, b"base64", 4_000_000, None, None, None, None)
-    text = (b"text", b"plain", (b"charset", b"utf-8"), None, None, b"7bit", 10, 1, None, None, None, None)
-    inner = (text, leaf, b"mixed", (b"boundary", b"in"), None, None, None)
-    message = (b"message", b"rfc822", None, None, None, b"7bit", 5_500_000, None, inner, 80, None, None, None)
-
-    class BodyData(tuple):
-        is_multipart = True
-
-    top = BodyData(([text, message, leaf], b"mixed", (b"boundary", b"out"), None, None, None))
-    plan = imap_sections.plan(top, 1_000_000)
-    assert plan is not None
-    assert plan.omitted == {"2.2": 2_760_000, "3": 2_760_000}
-    assert plan.items == [
-        b"BODY.PEEK[HEADER]",
-        b"BODY.PEEK[1.MIME]",
-        b"BODY.PEEK[1]",
-        b"BODY.PEEK[2.MIME]",
-        b"BODY.PEEK[2.HEADER]",
-        b"BODY.PEEK[2.1.MIME]",
-        b"BODY.PEEK[2.1]",
-        b"BODY.PEEK[2.2.MIME]",
-        b"BODY.PEEK[3.MIME]",
-    ]
-    assert imap_sections.plan(top, 10_000_000) is None
-    with pytest.raises(imap_sections.StructureError):
-        imap_sections.plan(BodyData(([text], b"mixed", None, None, None, None)), 1)
