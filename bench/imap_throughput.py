@@ -282,7 +282,13 @@ def main() -> int:
                 round_dir.mkdir()
                 world.reseed()
                 measured = contenders[name](world, round_dir)
-                check = check_maildir(round_dir, count) if name == "mbsync" else check_imported(world, digests, count)
+                try:
+                    check = (
+                        check_maildir(round_dir, count) if name == "mbsync" else check_imported(world, digests, count)
+                    )
+                except SystemExit as failed:  # say what the run itself reported, then stop
+                    print(f"  round {number + 1}: {name}: {failed}\n{measured.stdout[-4000:]}", flush=True)
+                    raise
                 results[name].append(measured)
                 extra = ""
                 if name.startswith("ours"):  # ours and ours before
