@@ -64,7 +64,7 @@ class MessageInFlight:
     def close(self) -> None:
         """Delete the temporary files of big documents and of a big message."""
         self.extraction.close()
-        close_item(self.item)
+        self.item.close()
 
 
 class Flight:
@@ -106,9 +106,9 @@ class Flight:
         self._messages: list[MessageInFlight] = []
         self._to_settle: list[MessageInFlight] = []
         self._proven = False
-        # A mailbox that moves many messages in one command (IMAP) settles them in batches; any other settles
-        # each message as soon as its documents are recorded.
-        self._batch = SETTLE_BATCH if callable(getattr(mailbox, "settle_many", None)) else 1
+        # A mailbox that moves many messages in one command (IMAP, Graph) settles them in batches; any other
+        # settles each message as soon as its documents are recorded.
+        self._batch = SETTLE_BATCH if mailbox.settles_in_batches else 1
         self.doc2_down: Doc2Unavailable | OutOfTime | None = None  # DOC² is down, or no time left to wait for it
 
     def start(self, work: MessageInFlight) -> None:
@@ -285,9 +285,3 @@ def _doc2_id(answer: dict[str, object]) -> str | None:
         if answer.get(key):
             return str(answer[key])
     return None
-
-
-def close_item(item: object) -> None:
-    close = getattr(item, "close", None)
-    if callable(close):
-        close()

@@ -31,7 +31,7 @@ from .errors import (
 )
 from .extraction import MAX_DOCUMENTS_PER_MESSAGE
 from .filters import message_passes_filters
-from .flight import Flight, MessageInFlight, PendingUpload, close_item, upload_pool
+from .flight import Flight, MessageInFlight, PendingUpload, upload_pool
 from .mailbox.base import Mailbox, MailItem
 from .model import MessageHeaders, MessageRef, SkippedPart, custom_doc_id
 from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
@@ -328,13 +328,13 @@ class Pipeline:
             if reason:
                 report.messages_seen -= 1
                 report.messages_skipped_by_filter += 1
-                close_item(item)
+                item.close()
                 return
             decision = self._route(account, ref, item, report, where, dry_run=dry_run)
             if decision.skip:
                 report.messages_seen -= 1
                 report.messages_skipped_by_rule += 1
-                close_item(item)
+                item.close()
                 mailbox.leave(ref)
                 return
             if flight is not None:
@@ -562,13 +562,8 @@ class Pipeline:
         if not batch:
             return None
         self._lock.check()  # a run that lost its account's lease moves nothing more
-        settle_many = getattr(mailbox, "settle_many", None)
-        not_moved: dict[str, IngestError] = {}  # by message key: what settle_many could not move (Graph)
-        if settle_many is not None:
-            not_moved = settle_many([work.ref for work in batch], "processed") or {}
-        else:
-            for work in batch:
-                mailbox.settle(work.ref, "processed")
+        # by message key: what settle_many could not move (Graph)
+        not_moved = mailbox.settle_many([work.ref for work in batch], "processed")
         moved = [work for work in batch if work.ref.key not in not_moved]
         self.state.record_settlements(
             account.name, [Settlement(work.ref.key, work.identity, "processed") for work in moved]

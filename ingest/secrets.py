@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from .errors import SecretError, SecretMissing
@@ -150,6 +150,15 @@ def _first_line(err: Exception) -> str:
 
 
 SecretSource = Callable[[str], str]
+
+
+@runtime_checkable
+class WritableSecretSource(Protocol):
+    """A secret source that can also store a secret (Key Vault): device_code accounts keep their sign-in there.
+    The environment cannot: without Key Vault the sign-in goes to an encrypted file."""
+
+    def __call__(self, name: str) -> str: ...
+    def set(self, name: str, value: str) -> None: ...
 
 
 def secret_source(settings: Settings) -> SecretSource:

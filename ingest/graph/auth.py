@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ..errors import AccountError, ConfigError, ConnectionLost, IngestError, SecretError, SecretMissing
 from ..network import Proxies
+from ..secrets import WritableSecretSource
 
 if TYPE_CHECKING:
     from ..config import GraphAccount, ImapAccount, Pop3Account
@@ -182,9 +183,8 @@ def default_token_cache(
     account_name: str, secrets: Callable[[str], str], *, directory: Path = DEFAULT_TOKEN_CACHE_DIRECTORY
 ) -> TokenCacheStore:
     """Key Vault secret when the secret source can write (Key Vault), else an encrypted local file."""
-    write = getattr(secrets, "set", None)
-    if callable(write):
-        return SecretTokenCacheStore(secrets, write, token_cache_secret_name(account_name), account=account_name)
+    if isinstance(secrets, WritableSecretSource):
+        return SecretTokenCacheStore(secrets, secrets.set, token_cache_secret_name(account_name), account=account_name)
     try:
         passphrase = secrets(TOKEN_CACHE_KEY_SECRET)
     except SecretError as err:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from ..config import Filters
+from ..errors import IngestError
 from ..model import Extraction, MessageHeaders, MessageRef
 from ..rules import MessageFacts
 
@@ -40,6 +41,10 @@ class MailItem(Protocol):
         """What routing rules ask about the message (recipients, attachment names, body), read when asked."""
         ...
 
+    def close(self) -> None:
+        """Delete what the item keeps on disk (a big message's temporary file); never raises."""
+        ...
+
 
 class Mailbox(Protocol):
     """A session with one account's mailbox. Used as a context manager; closing never raises."""
@@ -70,8 +75,19 @@ class Mailbox(Protocol):
         """Fetch one message without marking it read. Raises DocumentError for a message that cannot be read."""
         ...
 
+    @property
+    def settles_in_batches(self) -> bool:
+        """True when :meth:`settle_many` moves many messages in one command (IMAP, Graph): the pipeline then settles
+        processed messages a batch at a time. False (POP3): each one as soon as its documents are recorded."""
+        ...
+
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         """Move the message to the processed or failed folder (POP3: remember it, or delete it)."""
+        ...
+
+    def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> dict[str, IngestError]:
+        """Settle several messages. Returns, by message key, why a message was not moved for a reason that is not
+        its own (Graph throttling): it stays in the source folder, not counted as settled. Empty when all moved."""
         ...
 
     def leave(self, ref: MessageRef) -> None:

@@ -679,6 +679,8 @@ class GraphMailbox:
 
         await self._user.messages.by_message_id(message_id).move.post(MovePostRequestBody(destination_id=target))
 
+    settles_in_batches = True
+
     def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> dict[str, IngestError]:
         """Move messages to the processed or failed folder in JSON batches (20 moves a request, throttled ones
         sent again after Retry-After). Returns, by message key, why Graph did not move a message: those stay in
@@ -804,6 +806,9 @@ class GraphMailItem:
         if self.headers.message_id:
             return message_identity(self.headers, b"")
         return f"graph:{self.id}"
+
+    def close(self) -> None:
+        """Nothing kept on disk: the temporary files of big documents belong to their extraction."""
 
     def facts(self) -> MessageFacts:
         """Recipients and attachment names as listed; the body from the message's MIME, downloaded when asked."""

@@ -19,7 +19,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from .. import model
 from ..config import ImapAccount
-from ..errors import AccountError, ConnectionLost, DocumentError, UnreadableMessage
+from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
 from ..extraction import parse_headers
 from ..model import BlobWriter, FileBlob, MessageRef, too_big
 from ..tls import client_context
@@ -354,11 +354,13 @@ class ImapMailbox:
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         self.settle_many([ref], outcome)
 
-    def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> None:
+    settles_in_batches = True
+
+    def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> dict[str, IngestError]:
         """Settle several messages with one command: UID MOVE of their UID set (without MOVE: COPY, \\Deleted and
-        UID EXPUNGE of those UIDs only)."""
+        UID EXPUNGE of those UIDs only). Moves all or raises: nothing is ever left out of the answer."""
         if not refs:
-            return
+            return {}
         target = self.account.processed_folder if outcome == "processed" else self.account.failed_folder
         uids = [int(ref.ref) for ref in refs]
         what = f"UID {uids[0]}" if len(uids) == 1 else f"{len(uids)} UIDs ({uids[0]}...)"
@@ -378,6 +380,7 @@ class ImapMailbox:
             raise AccountError(f"{self._where}: cannot move {what} to {target!r} ({path!r}): {describe(err)}") from err
         for uid in uids:
             self._prefetched.pop(uid, None)
+        return {}
 
     def restore(self, key: str, identity: str | None) -> bool:
         """``retry``: move the message of this identity from the failed folder back to the source folder, where

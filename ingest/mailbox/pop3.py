@@ -12,12 +12,12 @@ import logging
 import poplib
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
 from .. import model
 from ..config import Pop3Account
-from ..errors import AccountError, ConnectionLost, DocumentError, UnreadableMessage
+from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
 from ..extraction import parse_headers
 from ..model import BlobWriter, MessageRef, too_big
 from ..tls import client_context
@@ -385,6 +385,14 @@ class Pop3Mailbox:
 
     def leave(self, ref: MessageRef) -> None:
         """Nothing to do: every listing shows the whole folder again."""
+
+    settles_in_batches = False  # each message as soon as its documents are recorded
+
+    def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> dict[str, IngestError]:
+        """One at a time: DELE takes one message number."""
+        for ref in refs:
+            self.settle(ref, outcome)
+        return {}
 
     def settle(self, ref: MessageRef, outcome: Outcome) -> None:
         if outcome == "processed" and self.account.delete_after_import:
