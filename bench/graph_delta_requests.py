@@ -92,7 +92,6 @@ def _one_run(world: GraphWorld, work: Path, *, delta: bool) -> tuple[float, obje
             pipeline = Pipeline(
                 config,
                 state=state,
-                secrets=secrets,
                 open_mailbox=lambda a: GraphMailbox(
                     a,  # type: ignore[arg-type]
                     secrets,

@@ -46,7 +46,6 @@ from .report import (
     SkippedDocument,
 )
 from .rules import Decision, decide
-from .secrets import SecretSource
 from .state import AccountLock, HeldLock, MessageInfo, RunRecord, Settlement, StateStore
 from .tempfiles import sweep_stale as sweep_stale_temp_files
 
@@ -66,7 +65,6 @@ class Pipeline:
         config: Config,
         *,
         state: StateStore,
-        secrets: SecretSource,
         open_mailbox: MailboxFactory,
         open_doc2: Doc2Factory,
         deadline: float | None = None,
@@ -75,7 +73,6 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.state = state
-        self.secrets = secrets
         self._open_mailbox = open_mailbox
         self._open_doc2 = open_doc2
         self._deadline = deadline

@@ -73,7 +73,6 @@ def run_import(
         pipeline = Pipeline(
             config,
             state=state,
-            secrets=secrets,
             open_mailbox=lambda account: open_mailbox(
                 account, secrets=secrets, settings=settings, state=state, deadline=deadline, dry_run=dry_run
             ),
