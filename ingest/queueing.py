@@ -24,14 +24,13 @@ from typing import Any
 
 from .azure_storage import StorageAccount, storage_error
 from .errors import ConfigError
-from .settings import Settings
+from .settings import STORAGE_SETTING, Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_NAME = "ingest-jobs"
 POISON_SUFFIX = "-poison"  # where the Functions host moves a job after host.json maxDequeueCount failures
 JOB_TIME_TO_LIVE_SECONDS = 3600
-STORAGE_SETTING = "AzureWebJobsStorage"
 _ROLE = "Storage Queue Data Contributor"
 
 
@@ -65,26 +64,23 @@ class Job:
 
 
 def queue_name(settings: Settings) -> str:
-    return settings.environ.get("INGEST_QUEUE_NAME") or DEFAULT_QUEUE_NAME
+    return settings.queue_name or DEFAULT_QUEUE_NAME
 
 
 def host_storage(settings: Settings) -> StorageAccount:
     """The Functions host's storage account, from the AzureWebJobsStorage settings."""
-    env = settings.environ
-    connection = env.get(STORAGE_SETTING, "").strip()
-    if connection:
-        return StorageAccount(connection_string=connection)
-    queue_url = env.get(f"{STORAGE_SETTING}__queueServiceUri", "").strip()
-    account_name = env.get(f"{STORAGE_SETTING}__accountName", "").strip()
-    if not queue_url and account_name:
-        queue_url = f"https://{account_name}.queue.core.windows.net"
+    found = settings.host_storage
+    if found.connection_string:
+        return StorageAccount(connection_string=found.connection_string)
+    queue_url = found.queue_service_uri
+    if not queue_url and found.account_name:
+        queue_url = f"https://{found.account_name}.queue.core.windows.net"
     if not queue_url:
         raise ConfigError(
             f"no job queue storage: set {STORAGE_SETTING} (a connection string, UseDevelopmentStorage=true for "
             f"Azurite) or {STORAGE_SETTING}__queueServiceUri with {STORAGE_SETTING}__clientId"
         )
-    client_id = env.get(f"{STORAGE_SETTING}__clientId") or env.get("AZURE_CLIENT_ID") or None
-    return StorageAccount(queue_url=queue_url.rstrip("/"), client_id=client_id)
+    return StorageAccount(queue_url=queue_url.rstrip("/"), client_id=found.client_id)
 
 
 class JobQueue:

@@ -27,9 +27,30 @@ _HOST_ONLY = {  # variables the product appends a path to: a path of the user's 
     "GRAPH_ENDPOINT": "the API version /v1.0 is added by the product",
     "AUTHORITY_HOST": "the tenant comes from each account's tenant_id",
 }
+STORAGE_SETTING = "AzureWebJobsStorage"  # the Functions host's storage, which also holds the job queue
 STATE_URL_FORMS = (
     "sqlite:///PATH, azuretable://ACCOUNT.table.core.windows.net/TABLE or azuretable+connstr:TABLE;CONNECTION_STRING"
 )
+
+
+@dataclass(frozen=True)
+class HostStorageSettings:
+    """The Functions host's storage settings as found (``AzureWebJobsStorage`` and its identity-based forms);
+    :func:`ingest.queueing.host_storage` says which storage account they name, or what is missing."""
+
+    connection_string: str = ""  # AzureWebJobsStorage
+    queue_service_uri: str = ""  # AzureWebJobsStorage__queueServiceUri
+    account_name: str = ""  # AzureWebJobsStorage__accountName
+    client_id: str | None = None  # AzureWebJobsStorage__clientId, else AZURE_CLIENT_ID
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> HostStorageSettings:
+        return cls(
+            connection_string=env.get(STORAGE_SETTING, "").strip(),
+            queue_service_uri=env.get(f"{STORAGE_SETTING}__queueServiceUri", "").strip(),
+            account_name=env.get(f"{STORAGE_SETTING}__accountName", "").strip(),
+            client_id=env.get(f"{STORAGE_SETTING}__clientId") or env.get("AZURE_CLIENT_ID") or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,8 @@ class Settings:
     # Where Graph reaches this app for change notifications: INGEST_PUBLIC_BASE_URL, else the app's own host name
     # in Azure (WEBSITE_HOSTNAME); None: no notifications, the timer alone.
     public_base_url: str | None = None
+    host_storage: HostStorageSettings = field(default_factory=HostStorageSettings)  # where the job queue is
+    queue_name: str | None = None  # INGEST_QUEUE_NAME; None: ingest.queueing's default
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, config_path: str | None = None) -> Settings:
@@ -90,6 +113,8 @@ class Settings:
             problems=tuple(problems),
             proxies=proxies,
             public_base_url=public_base_url,
+            host_storage=HostStorageSettings.from_environ(env),
+            queue_name=env.get("INGEST_QUEUE_NAME") or None,
         )
 
     def check(self) -> None:
