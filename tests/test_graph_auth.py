@@ -15,15 +15,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ingest.config import ImapAccount
 from ingest.errors import AccountError, ConnectionLost, SecretError
-from ingest.graph.auth import (
-    _ADVICE,
-    EncryptedFileTokenCacheStore,
-    SecretTokenCacheStore,
-    aadsts_error,
-    default_token_cache,
-    outlook_token_source,
-)
+from ingest.graph.auth import outlook_token_source
+from ingest.graph.entra_errors import ADVICE, aadsts_error
 from ingest.graph.signin import device_code_signin
+from ingest.graph.token_cache import EncryptedFileTokenCacheStore, SecretTokenCacheStore, default_token_cache
 from ingest.settings import Settings
 from tests.support.ca import TestCA
 from tests.support.entra_server import ManagedIdentityEndpoint, user_realm_responder
@@ -127,7 +122,7 @@ def test_each_injected_aadsts_error_is_translated(cloud: MicrosoftCloud, code: i
     assert expected in text
 
 
-@pytest.mark.parametrize("code", sorted(_ADVICE))
+@pytest.mark.parametrize("code", sorted(ADVICE))
 def test_every_advice_in_the_table_is_filled_from_the_account(code: int) -> None:
     context = {
         "name": "ap-invoices", "auth": "password", "tenant_id": "contoso.example",

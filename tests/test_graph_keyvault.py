@@ -13,12 +13,8 @@ from azure.keyvault.secrets import SecretClient
 
 from ingest.config import GraphAccount
 from ingest.errors import AccountError, SecretError
-from ingest.graph.auth import (
-    SecretTokenCacheStore,
-    TokenCacheStore,
-    default_token_cache,
-    sign_in_with_device_code,
-)
+from ingest.graph.auth import sign_in_with_device_code
+from ingest.graph.token_cache import SecretTokenCacheStore, TokenCacheStore, default_token_cache
 from ingest.secrets import KeyVaultSecrets
 from tests.support.microsoft import MAILBOX, MicrosoftCloud
 

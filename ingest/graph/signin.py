@@ -3,7 +3,7 @@
 The user opens https://microsoft.com/devicelogin (or the national cloud's page) on any device, enters the code
 shown, and signs in with MFA as the policy demands. The token cache (refresh token included) is then kept in
 Key Vault (the token-cache vault of TOKEN_CACHE_VAULT_URL when set, else KEY_VAULT_URL's), or in an encrypted
-local file without Key Vault (see :func:`ingest.graph.auth.default_token_cache`);
+local file without Key Vault (see :func:`ingest.graph.token_cache.default_token_cache`);
 every run refreshes it silently. When the refresh token is revoked or expires, runs fail with a message that
 says to sign in again.
 """
@@ -16,7 +16,8 @@ from ..config import GraphAccount
 from ..secrets import SecretSource, secret_source, token_cache_source
 from ..settings import Settings
 from ..tls import combined_bundle
-from .auth import TokenCacheStore, default_token_cache, sign_in_with_device_code
+from .auth import sign_in_with_device_code
+from .token_cache import TokenCacheStore, default_token_cache
 
 
 def device_code_signin(

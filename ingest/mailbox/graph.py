@@ -60,7 +60,7 @@ from ..extraction import (
     tnef_candidates,
 )
 from ..filters import message_passes_filters
-from ..graph.auth import TokenCacheStore, graph_token_source
+from ..graph.auth import graph_token_source
 from ..graph.client import (
     MAX_BATCH,
     RETRY_STATUSES,
@@ -72,6 +72,7 @@ from ..graph.client import (
 )
 from ..graph.delta import CURSOR_NAME, MAX_CARRY, Cursor, CursorStore, fingerprint, read_round
 from ..graph.delta import PAGE_SIZE as DELTA_PAGE_SIZE
+from ..graph.token_cache import TokenCacheStore
 from ..mailbody import read_body
 from ..model import Blob, BlobWriter, Extraction, MessageHeaders, MessageRef, SkippedPart
 from ..network import Proxies
