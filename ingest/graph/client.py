@@ -2,11 +2,11 @@
 
 msgraph-sdk is asynchronous and the rest of the product is not, so a :class:`GraphSession` owns an event loop in a
 background thread and :meth:`GraphSession.run` waits for a coroutine on it. Every request, the SDK's and our own
-attachment downloads alike, passes :class:`RequestGuard`:
+attachment downloads alike, passes :class:`~ingest.graph.request_guard.RequestGuard`:
 
-* at most :data:`MAX_CONCURRENT_REQUESTS` in flight per mailbox (Exchange allows an app 4 per mailbox); a slot is
-  held until the response body has been read or closed; a ``$batch`` takes one slot per request it holds, up to
-  all four, since Graph hands up to four of a batch's requests to Exchange at once;
+* at most :data:`~ingest.graph.request_guard.MAX_CONCURRENT_REQUESTS` in flight per mailbox (Exchange allows an
+  app 4 per mailbox); a slot is held until the response body has been read or closed; a ``$batch`` takes one slot
+  per request it holds, up to all four, since Graph hands up to four of a batch's requests to Exchange at once;
 * ``Prefer: IdType="ImmutableId"`` on every request, so message ids survive moves;
 * 429, 503 and 504 are retried after ``Retry-After`` (or a back-off), broken connections and time-outs too, as
   the shared :mod:`ingest.retry` policy says; a wait that would end after the run's deadline is not started;
@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -42,8 +41,6 @@ from urllib.parse import urlsplit
 import httpx
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
-    AccessTokenProvider,
-    AllowedHostsValidator,
     BaseBearerTokenAuthenticationProvider,
 )
 from kiota_http.middleware import ParametersNameDecodingHandler, RedirectHandler, UserAgentHandler
@@ -56,17 +53,21 @@ from ..model import Blob, BlobWriter
 from ..retry import default_policy, parse_retry_after
 from ..tls import client_context
 from .auth import TokenSource
+from .request_guard import (
+    BATCH_PATH,
+    IMMUTABLE_ID,
+    MAX_CONCURRENT_REQUESTS,
+    RETRY_STATUSES,
+    RequestGuard,
+    TokenProvider,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT_REQUESTS = 4
 CONNECT_TIMEOUT_SECONDS = 15.0
 READ_TIMEOUT_SECONDS = 120.0
-RETRY_STATUSES = frozenset({429, 503, 504})
-IMMUTABLE_ID = 'IdType="ImmutableId"'
 DOWNLOAD_CHUNK = 256 * 1024
 MAX_BATCH = 20  # requests in one $batch: Graph's limit
-BATCH_PATH = "/$batch"
 
 T = TypeVar("T")
 
@@ -122,149 +123,6 @@ class BatchAnswer:
         return GraphFailure(self.status, str(error.get("code") or ""), str(error.get("message") or ""))
 
 
-class _Slots:
-    """The mailbox's concurrency slots; a request may take several at once (a $batch), gathered one at a time under
-    a lock so that two such requests never each hold part of what they need."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._free = asyncio.Semaphore(total)
-        self._gathering = asyncio.Lock()
-
-    async def acquire(self, count: int) -> None:
-        if count == 1:
-            await self._free.acquire()
-            return
-        taken = 0
-        try:
-            async with self._gathering:
-                while taken < count:
-                    await self._free.acquire()
-                    taken += 1
-        except BaseException:
-            self.release(taken)
-            raise
-
-    def release(self, count: int) -> None:
-        for _ in range(count):
-            self._free.release()
-
-
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives back its concurrency slots when it is closed."""
-
-    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            self._release()
-
-
-class RequestGuard(BaseMiddleware):
-    """Concurrency limit, immutable ids, retries and token renewal for every Graph request of one mailbox."""
-
-    def __init__(self, tokens: TokenSource, *, deadline: float | None, where: str) -> None:
-        super().__init__()
-        self._tokens = tokens
-        self._deadline = deadline
-        self._where = where
-        self._slots = _Slots(MAX_CONCURRENT_REQUESTS)
-
-    async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
-        prefer = request.headers.get("Prefer")
-        if not prefer:
-            request.headers["Prefer"] = IMMUTABLE_ID
-        elif "idtype" not in prefer.lower():
-            request.headers["Prefer"] = f"{prefer}, {IMMUTABLE_ID}"
-        policy = default_policy()
-        renewed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._send_once(request, transport)
-            except httpx.TransportError as err:
-                if attempt >= policy.attempts or not await self._wait(policy.delay(attempt), request, str(err)):
-                    raise
-                continue
-            if response.status_code == 401 and not renewed and request.headers.get("Authorization"):
-                renewed = True
-                await response.aclose()
-                rejected = request.headers["Authorization"].removeprefix("Bearer ").strip()
-                log.info("%s: Graph refused the access token (expired?); renewing it", self._where)
-                fresh = await asyncio.to_thread(self._tokens.renew, rejected)
-                request.headers["Authorization"] = f"Bearer {fresh}"
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < policy.attempts:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                reason = f"{response.status_code} from Graph"
-                if await self._wait(policy.delay(attempt, retry_after), request, reason):
-                    await response.aclose()
-                    continue
-            return response
-
-    async def _send_once(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
-        weight = self._weight(request)
-        await self._slots.acquire(weight)
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._slots.release(weight)
-
-        try:
-            response = await super().send(request, transport)
-        except BaseException:
-            release()
-            raise
-        response.stream = _ReleasingStream(response.stream, release)
-        return response
-
-    def _weight(self, request: httpx.Request) -> int:
-        """Slots a request takes: one, or for a $batch one per request it holds (Graph runs up to four at once)."""
-        if not request.url.path.endswith(BATCH_PATH):
-            return 1
-        try:
-            held = len(json.loads(request.content)["requests"])
-        except (ValueError, KeyError, TypeError, httpx.RequestNotRead):
-            held = self._slots.total
-        return max(1, min(held, self._slots.total))
-
-    async def _wait(self, delay: float, request: httpx.Request, reason: str) -> bool:
-        """Sleeps before a retry; False (no retry) when the wait would end after the run's deadline."""
-        if self._deadline is not None and time.monotonic() + delay > self._deadline:
-            log.warning("%s: %s; a retry in %.0fs would overrun this run's time budget", self._where, reason, delay)
-            return False
-        log.info("%s: %s on %s %s; retrying in %.1fs", self._where, reason, request.method, request.url.path, delay)
-        request.headers["Retry-Attempt"] = str(int(request.headers.get("Retry-Attempt", "0")) + 1)
-        await asyncio.sleep(delay)
-        return True
-
-
-class _TokenProvider(AccessTokenProvider):
-    def __init__(self, tokens: TokenSource, host: str) -> None:
-        self._tokens = tokens
-        self._hosts = AllowedHostsValidator([host])  # a list: kiota rejects other iterables
-
-    async def get_authorization_token(self, uri: str, additional_authentication_context: Any = None) -> str:
-        if not self._hosts.is_url_host_valid(uri):
-            return ""
-        return await asyncio.to_thread(self._tokens.token)
-
-    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
-        return self._hosts
-
-
 class GraphSession:
     """One mailbox's GraphServiceClient with its event loop; :meth:`close` never raises."""
 
@@ -316,7 +174,7 @@ class GraphSession:
         self.http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
         host = urlsplit(self.base_url).hostname or ""
         adapter = adapter_type(
-            BaseBearerTokenAuthenticationProvider(_TokenProvider(self.tokens, host)), client=self.http
+            BaseBearerTokenAuthenticationProvider(TokenProvider(self.tokens, host)), client=self.http
         )
         adapter.base_url = self.base_url
         return service(request_adapter=adapter)
