@@ -57,8 +57,8 @@ def _form(pdf: bytes) -> tuple[bytes, str]:
 
 
 def ours(doc2: LeanDoc2Process, context: ssl.SSLContext, pdf: bytes, count: int) -> float:
-    from ingest.doc2 import Doc2Client, UploadMetadata
-    from ingest.model import Document
+    from ingest.doc2 import Doc2Client
+    from ingest.model import Document, UploadMetadata
 
     document = Document("invoice.pdf", "application/pdf", pdf, key="0")
     metadata = UploadMetadata(**METADATA)

@@ -73,7 +73,7 @@ class Filters(_Strict):
         return int(self.max_attachment_mb * 1024 * 1024)
 
 
-# Metadata names the upload sets itself (ingest.doc2.UploadMetadata, document_type and what dedupe adds): a rule's
+# Metadata names the upload sets itself (ingest.model.UploadMetadata, document_type and what dedupe adds): a rule's
 # metadata may not override them.
 RESERVED_METADATA_NAMES = frozenset(
     {

@@ -5,11 +5,9 @@ POST {base_url}/document/process   X-API-KEY   multipart: file, source, metadata
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import time
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import httpx
@@ -17,7 +15,7 @@ import httpx
 from . import telemetry
 from .doc2_wire import LeanSender
 from .errors import AccountError, Doc2Unavailable, DocumentError, OutOfTime
-from .model import Document
+from .model import Document, UploadMetadata
 from .retry import RetryPolicy, bounded_wait, default_policy, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -28,22 +26,6 @@ CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 10.0
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 _NO_DOCUMENT = "00000000-0000-0000-0000-000000000000"
-
-
-@dataclass(frozen=True)
-class UploadMetadata:
-    custom_doc_id: str
-    email_from: str
-    email_subject: str
-    email_received: str | None
-    email_message_id: str | None
-    mailbox: str
-    # A routing rule's additions (document_type, its metadata); config refuses names that clash with the above.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> str:
-        fields = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        return json.dumps(self.extra | fields, ensure_ascii=False)
 
 
 class Doc2Client:
@@ -128,8 +110,8 @@ class Doc2Client:
             return f"HTTP {response.status_code} to a status request"
         return None
 
-    def upload(self, document: Document, source: str, metadata: UploadMetadata) -> dict[str, Any]:
-        """Upload one document. Returns DOC²'s JSON answer.
+    def upload(self, document: Document, source: str, metadata: UploadMetadata) -> str | None:
+        """Upload one document. Returns DOC²'s id of it, read from DOC²'s JSON answer (None when it names none).
 
         Raises AccountError (key rejected, or DOC² is not at base_url: a redirect), DocumentError (DOC² refused this
         document), Doc2Unavailable (still failing after every retry: whose fault that is, ingest.outage decides) or
@@ -175,7 +157,7 @@ class Doc2Client:
                     last_problem = f"HTTP {response.status_code}"
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 else:
-                    return self._accept(response, document)
+                    return doc2_id(self._accept(response, document))
             finally:
                 if not isinstance(body, bytes):
                     body.close()
@@ -265,6 +247,14 @@ class Doc2Client:
             f"DOC² at {self.base_url} rejected the API key (HTTP {response.status_code}): check the secret named in "
             f"doc2.api_key_secret and that the key is active in DOC² (Settings > Integration)"
         )
+
+
+def doc2_id(answer: dict[str, Any]) -> str | None:
+    """DOC²'s id of the document it accepted, from its JSON answer (the first of the names DOC² has used for it)."""
+    for key in ("doc_id", "document_id", "id"):
+        if answer.get(key):
+            return str(answer[key])
+    return None
 
 
 def _json_object(response: httpx.Response) -> bool:

@@ -7,16 +7,13 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import AnyAccount
-from .doc2 import Doc2Client, UploadMetadata
 from .errors import Doc2Unavailable, IngestError, OutOfTime
-from .mailbox.base import Mailbox, MailItem
-from .model import Document, Extraction, MessageRef, SkippedPart
+from .model import Document, Extraction, MessageRef, SkippedPart, UploadMetadata
 from .outage import Doc2Health
+from .ports import Doc2Uploader, Mailbox, MailItem, StateStore, UploadRecord
 from .report import AccountReport
-from .state import StateStore, UploadRecord
 
 MAX_MESSAGES_IN_FLIGHT = 32  # messages read whose uploads are not all recorded yet...
 MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # ...and their size (bigger documents wait in temporary files anyway)
@@ -29,14 +26,14 @@ class PendingUpload:
     metadata: UploadMetadata
     source: str  # DOC²'s source field: the account's doc2_source, or the matching rule's
     digest: str | None = None  # SHA-256 of the document, for the content index (dedupe: content)
-    future: Future[dict[str, Any]] | None = None
+    future: Future[str | None] | None = None  # DOC²'s id of the document once accepted
     gave_up_at: int = 0  # when it failed for good: the number of the run's latest upload then (ingest.outage)
 
     def error(self) -> BaseException | None:
         return self.future.exception() if self.future is not None else None
 
-    def answer(self) -> dict[str, Any]:
-        return self.future.result() if self.future is not None else {}
+    def doc2_id(self) -> str | None:
+        return self.future.result() if self.future is not None else None
 
 
 @dataclass
@@ -83,7 +80,7 @@ class Flight:
         *,
         account: AnyAccount,
         mailbox: Mailbox,
-        doc2: Doc2Client,
+        doc2: Doc2Uploader,
         report: AccountReport,
         pool: ThreadPoolExecutor,
         state: StateStore,
@@ -163,17 +160,17 @@ class Flight:
         self._messages.clear()
         self._to_settle.clear()
 
-    def _upload(self, upload: PendingUpload) -> dict[str, Any]:
+    def _upload(self, upload: PendingUpload) -> str | None:
         number = self._health.start()
         try:
-            answer = self._doc2.upload(upload.document, upload.source, upload.metadata)
+            doc2_id = self._doc2.upload(upload.document, upload.source, upload.metadata)
         except Doc2Unavailable:
             upload.gave_up_at = self._health.now()
             raise
         finally:
             self._permits.release()
         self._health.record_accepted(number)
-        return answer
+        return doc2_id
 
     def _wait(self) -> None:
         pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
@@ -253,7 +250,7 @@ class Flight:
                     work.identity,
                     upload.metadata.custom_doc_id,
                     upload.document.filename,
-                    _doc2_id(upload.answer()),
+                    upload.doc2_id(),
                     upload.digest,
                 )
                 for work, upload in done
@@ -278,10 +275,3 @@ class Flight:
 
 def upload_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="doc2-upload")
-
-
-def _doc2_id(answer: dict[str, object]) -> str | None:
-    for key in ("doc_id", "document_id", "id"):
-        if answer.get(key):
-            return str(answer[key])
-    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import tempfile
 import uuid
@@ -12,7 +13,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import NoLocalSpace
 from .tempfiles import new_temp_file
@@ -272,3 +273,22 @@ class MessageRef:
 
 def custom_doc_id(account: str, message_key: str, document_key: str) -> str:
     return str(uuid.uuid5(CUSTOM_DOC_ID_NAMESPACE, f"{account}\n{message_key}\n{document_key}"))
+
+
+# --- what an upload tells DOC² -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadMetadata:
+    custom_doc_id: str
+    email_from: str
+    email_subject: str
+    email_received: str | None
+    email_message_id: str | None
+    mailbox: str
+    # A routing rule's additions (document_type, its metadata); config refuses names that clash with the above.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> str:
+        fields = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return json.dumps(self.extra | fields, ensure_ascii=False)

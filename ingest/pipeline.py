@@ -17,7 +17,6 @@ from .attempts import CRASH_REASON, ReadingMarks
 from .bodypdf import body_document
 from .config import AnyAccount, Config
 from .dedupe import ContentIndex
-from .doc2 import Doc2Client, UploadMetadata
 from .errors import (
     AccountBusy,
     AccountError,
@@ -32,9 +31,19 @@ from .errors import (
 from .extraction import MAX_DOCUMENTS_PER_MESSAGE
 from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, upload_pool
-from .mailbox.base import Mailbox, MailItem
-from .model import MessageHeaders, MessageRef, SkippedPart, custom_doc_id
+from .model import MessageHeaders, MessageRef, SkippedPart, UploadMetadata, custom_doc_id
 from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
+from .ports import (
+    AccountLock,
+    Doc2Uploader,
+    HeldLock,
+    Mailbox,
+    MailItem,
+    MessageInfo,
+    RunRecord,
+    Settlement,
+    StateStore,
+)
 from .progress import Progress
 from .report import (
     MAX_SKIPPED_LISTED,
@@ -46,7 +55,6 @@ from .report import (
     SkippedDocument,
 )
 from .rules import Decision, decide
-from .state import AccountLock, HeldLock, MessageInfo, RunRecord, Settlement, StateStore
 from .tempfiles import sweep_stale as sweep_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -56,7 +64,7 @@ _SKIPPED_LOGGED = 20  # parts not uploaded, logged one by one per message
 # Uploads of different messages overlap while the next messages are read (ingest.flight): one pool of
 # doc2.max_concurrent_uploads per run, shared by its accounts, which run one after another.
 MailboxFactory = Callable[[AnyAccount], Mailbox]
-Doc2Factory = Callable[[], Doc2Client]
+Doc2Factory = Callable[[], Doc2Uploader]
 
 
 class Pipeline:
@@ -91,7 +99,7 @@ class Pipeline:
         report = RunReport(dry_run=dry_run)
         if not dry_run:
             sweep_stale_temp_files()  # what a killed run left behind (a dry run changes nothing)
-        doc2: Doc2Client | None = None
+        doc2: Doc2Uploader | None = None
         with ExitStack() as stack:
             stack.callback(setattr, self, "_uploads", None)
             for account in accounts:
@@ -117,7 +125,7 @@ class Pipeline:
         report.duration_seconds = time.time() - report.started_at
         return report
 
-    def run_account(self, account: AnyAccount, doc2: Doc2Client | None, *, dry_run: bool = False) -> AccountReport:
+    def run_account(self, account: AnyAccount, doc2: Doc2Uploader | None, *, dry_run: bool = False) -> AccountReport:
         report = AccountReport(account=account.name, type=account.type)
         started = time.monotonic()
         started_at = datetime.now(UTC)
@@ -181,7 +189,7 @@ class Pipeline:
             log.warning("account %s: the run's outcome could not be recorded: %s", report.account, err)
 
     def _process_mailbox(
-        self, account: AnyAccount, doc2: Doc2Client | None, report: AccountReport, *, dry_run: bool
+        self, account: AnyAccount, doc2: Doc2Uploader | None, report: AccountReport, *, dry_run: bool
     ) -> None:
         remembered = self.state.settled_keys(account.name)
         with ExitStack() as stack:
@@ -227,7 +235,7 @@ class Pipeline:
         self,
         account: AnyAccount,
         mailbox: Mailbox,
-        doc2: Doc2Client | None,
+        doc2: Doc2Uploader | None,
         refs: list[MessageRef],
         remembered: set[str],
         report: AccountReport,
@@ -296,7 +304,7 @@ class Pipeline:
         self,
         account: AnyAccount,
         mailbox: Mailbox,
-        doc2: Doc2Client | None,
+        doc2: Doc2Uploader | None,
         ref: MessageRef,
         report: AccountReport,
         flight: Flight | None = None,
