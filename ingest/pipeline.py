@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from functools import partial
 
 from .attempts import CRASH_REASON, ReadingMarks
 from .bodypdf import body_document
@@ -40,6 +41,7 @@ from .ports import (
     Mailbox,
     MailItem,
     MessageInfo,
+    RemembersSettledMail,
     RunRecord,
     Settlement,
     StateStore,
@@ -191,9 +193,9 @@ class Pipeline:
     def _process_mailbox(
         self, account: AnyAccount, doc2: Doc2Uploader | None, report: AccountReport, *, dry_run: bool
     ) -> None:
-        remembered = self.state.settled_keys(account.name)
         with ExitStack() as stack:
             mailbox = stack.enter_context(self._open_mailbox(account))
+            keeps = mailbox if isinstance(mailbox, RemembersSettledMail) else None  # settled mail listed again
             flight: Flight | None = None
             verdicts: Doc2Verdicts | None = None
             if not dry_run and doc2 is not None:
@@ -217,15 +219,15 @@ class Pipeline:
             self._crashed = self._marks.charge_unfinished() if self._marks is not None else None
             refs = list(mailbox.list_messages())
             looked_at = len(refs)
-            if account.type == "pop3":
-                looked_at -= sum(1 for ref in refs if ref.key in remembered)
+            if keeps is not None:
+                looked_at -= sum(1 for ref in refs if keeps.remembered(ref))
             self.progress.account_started(account.name, account.type, looked_at)
             if refs and not dry_run:
                 mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
             elif dry_run:
                 report.notes += mailbox.describe_targets()  # how the target folders are named; nothing made
             try:
-                self._process_refs(account, mailbox, doc2, refs, remembered, report, flight, verdicts, dry_run=dry_run)
+                self._process_refs(account, mailbox, keeps, doc2, refs, report, flight, verdicts, dry_run=dry_run)
             except BaseException:
                 if flight is not None:
                     flight.abandon()  # record what reached DOC²; move nothing
@@ -235,9 +237,9 @@ class Pipeline:
         self,
         account: AnyAccount,
         mailbox: Mailbox,
+        keeps: RemembersSettledMail | None,
         doc2: Doc2Uploader | None,
         refs: list[MessageRef],
-        remembered: set[str],
         report: AccountReport,
         flight: Flight | None,
         verdicts: Doc2Verdicts | None = None,
@@ -248,11 +250,11 @@ class Pipeline:
         left = 0  # messages not started
         self._position = 0
         for index, ref in enumerate(refs):
-            if ref.key in remembered and account.type == "pop3":
+            if keeps is not None and keeps.remembered(ref):
                 report.messages_remembered += 1
-                if not dry_run and getattr(account, "delete_after_import", False) and self._imported(account, ref):
+                if not dry_run and keeps.removes_remembered(ref, partial(self._imported, account, ref)):
                     self._lock.check()
-                    mailbox.settle(ref, "processed")  # a failed message stays on the server for good
+                    mailbox.settle(ref, "processed")
                 continue
             self._position += 1
             if flight is not None and flight.doc2_down is not None:

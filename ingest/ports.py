@@ -4,8 +4,8 @@ DOC², whatever fills them in (ingest.mailbox, ingest.state, ingest.doc2). The c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 from .config import Filters
 from .errors import IngestError
@@ -22,6 +22,7 @@ __all__ = [
     "Mailbox",
     "MessageInfo",
     "Outcome",
+    "RemembersSettledMail",
     "RunRecord",
     "Settlement",
     "StateStore",
@@ -112,6 +113,22 @@ class Mailbox(Protocol):
     def leave(self, ref: MessageRef) -> None:
         """The pipeline leaves the message where it is on purpose (a rule says skip): a mailbox that lists only
         changes (Graph delta) need not show it again until the account's rules change."""
+        ...
+
+
+@runtime_checkable
+class RemembersSettledMail(Protocol):
+    """A mailbox without folders (POP3): mail an earlier run settled is listed again, since it never left. The
+    pipeline passes over what :meth:`remembered` names (counted as remembered, not as seen) and removes from the
+    server, with :meth:`Mailbox.settle` ("processed"), what :meth:`removes_remembered` says."""
+
+    def remembered(self, ref: MessageRef) -> bool:
+        """True for a message an earlier run settled (imported, or moved to "failed")."""
+        ...
+
+    def removes_remembered(self, ref: MessageRef, imported: Callable[[], bool]) -> bool:
+        """True when this remembered message is to leave the server now. POP3: only with ``delete_after_import``,
+        and only mail the state store records as imported (``imported()``, asked only then); failed mail stays."""
         ...
 
 

@@ -386,6 +386,15 @@ class Pop3Mailbox:
     def leave(self, ref: MessageRef) -> None:
         """Nothing to do: every listing shows the whole folder again."""
 
+    def remembered(self, ref: MessageRef) -> bool:
+        """True for a message an earlier run settled (ingest.ports.RemembersSettledMail): imported or failed."""
+        return ref.key in self._remembered
+
+    def removes_remembered(self, ref: MessageRef, imported: Callable[[], bool]) -> bool:
+        """Remember, then delete: with ``delete_after_import`` a remembered message is deleted once it, this very
+        message, is recorded as imported; a failed one stays on the server for good."""
+        return self.account.delete_after_import and imported()
+
     settles_in_batches = False  # each message as soon as its documents are recorded
 
     def settle_many(self, refs: Sequence[MessageRef], outcome: Outcome) -> dict[str, IngestError]:
