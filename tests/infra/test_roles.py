@@ -57,11 +57,15 @@ def test_the_storage_operations_the_code_calls_are_found_and_known() -> None:
 
 def test_only_token_caches_are_written_to_key_vault() -> None:
     """The write permission exists for token caches alone: set_secret has one caller, and only the token-cache
-    store uses a secret source's `set`."""
+    store writes through a WritableSecretSource."""
     writers = [p for p in INGEST.rglob("*.py") if "set_secret(" in p.read_text(encoding="utf-8")]
     assert [str(p.relative_to(INGEST)) for p in writers] == ["secrets.py"]
-    users = [p for p in INGEST.rglob("*.py") if re.search(r"getattr\(\w+, \"set\"", p.read_text(encoding="utf-8"))]
-    assert [str(p.relative_to(INGEST)) for p in users] == ["graph/auth.py"]
+    users = [
+        p
+        for p in INGEST.rglob("*.py")
+        if re.search(r"isinstance\(\w+, WritableSecretSource\)", p.read_text(encoding="utf-8"))
+    ]
+    assert [str(p.relative_to(INGEST)) for p in users] == ["graph/token_cache.py"]
 
 
 def test_telemetry_needs_the_publisher_role_because_local_auth_is_off() -> None:
