@@ -293,7 +293,8 @@ def _date(iso: str | None) -> str:
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings, config: Config) -> int:
-    from .operations import account_status, open_state
+    from .operations import account_status
+    from .service import open_state
 
     state = open_state(settings, read_only=True)
     try:
@@ -340,7 +341,8 @@ def _notifications_line(notifications: dict[str, Any]) -> str:
 
 
 def _cmd_failed(args: argparse.Namespace, settings: Settings, config: Config) -> int:
-    from .operations import failed_messages, open_state
+    from .operations import failed_messages
+    from .service import open_state
 
     state = open_state(settings, read_only=True)
     try:
@@ -363,7 +365,8 @@ def _cmd_failed(args: argparse.Namespace, settings: Settings, config: Config) ->
 
 
 def _cmd_retry(args: argparse.Namespace, settings: Settings, config: Config) -> int:
-    from .operations import open_state, retry_failed
+    from .operations import retry_failed
+    from .service import open_state
 
     state = open_state(settings)
     try:
@@ -396,7 +399,7 @@ def _print_json(data: object) -> None:
 
 
 def _cmd_signin(args: argparse.Namespace, settings: Settings, config: Config) -> int:
-    from .graph.signin import device_code_signin
+    from .service import device_code_signin
 
     (account,) = config.select([args.name])
     if not isinstance(account, GraphAccount) or account.auth != "device_code":

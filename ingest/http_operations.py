@@ -18,8 +18,8 @@ from . import telemetry
 from .config import Config
 from .errors import AccountBusy, ConfigError, IngestError
 from .jobs import Answer
-from .operations import account_status, failed_messages, open_state, retry_failed
-from .service import load
+from .operations import account_status, failed_messages, retry_failed
+from .service import load, open_state
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,9 @@ from .config import Config, GraphAccount
 from .errors import ConfigError, IngestError, SecretError
 from .graph.subscriptions import STATUS_CURSOR, Upkeep, maintain, support
 from .queueing import Job, JobQueue
-from .secrets import secret_source
-from .service import load
+from .service import load, open_mailbox, open_secrets, open_state
 from .settings import Settings
-from .state import StateStore, open_state_store
+from .state import StateStore
 
 if TYPE_CHECKING:
     from .report import RunReport
@@ -50,7 +49,7 @@ def receive_notification(
 
 
 def _client_state_secret(settings: Settings) -> notifications.SecretCache:
-    secrets = secret_source(settings)
+    secrets = open_secrets(settings)
 
     def read() -> str | None:
         try:
@@ -75,7 +74,7 @@ def _enqueue(settings: Settings, name: str, trigger: str) -> None:
         log.warning("account %s: Graph notification for an account not (or no longer) configured: ignored", name)
         return
     if trigger == notifications.NOTIFICATION_TRIGGER:
-        state = open_state_store(settings.state_url)
+        state = open_state(settings)
         try:
             now = datetime.now(UTC)
             stamp = now.isoformat(timespec="seconds")
@@ -105,7 +104,7 @@ def before_job(settings: Settings, config: Config, job: Job) -> None:
     """A notification job forgets that it waits (from now on a notification queues the next one); a lifecycle job
     renews or recreates the subscription before importing; after ``missed`` the import makes a full round."""
     if job.trigger == notifications.NOTIFICATION_TRIGGER:
-        state = open_state_store(settings.state_url)
+        state = open_state(settings)
         try:
             state.record_cursor(job.account, notifications.PENDING_CURSOR, None)
         finally:
@@ -119,7 +118,7 @@ def before_job(settings: Settings, config: Config, job: Job) -> None:
         # ~17 MiB), which function_app's import and every non-Graph job must not pay (bench/startup.py).
         from .graph.delta import CURSOR_NAME
 
-        state = open_state_store(settings.state_url)
+        state = open_state(settings)
         try:
             state.record_cursor(job.account, CURSOR_NAME, None)
         finally:
@@ -137,7 +136,7 @@ def after_job(settings: Settings, config: Config, job: Job, report: RunReport) -
 
 
 def _enqueue_later(settings: Settings, job: Job) -> None:
-    state = open_state_store(settings.state_url)
+    state = open_state(settings)
     try:
         state.record_cursor(job.account, notifications.PENDING_CURSOR, notifications.now_text())
     finally:
@@ -157,7 +156,6 @@ def keep_subscription(
 ) -> Upkeep:
     """Create, renew or delete the account's subscription as its settings say, and note the result in the state
     store for ``status``."""
-    from .mailbox.factory import open_mailbox
     from .mailbox.graph import GraphMailbox
 
     account = _graph_account(config, name)
@@ -165,8 +163,8 @@ def keep_subscription(
         raise ConfigError(f"no Graph account named {name!r} in {config.path}")
     config = config.with_default_ca(_default_ca(settings))
     account = _graph_account(config, name) or account
-    secrets = secret_source(settings)
-    state = open_state_store(settings.state_url)
+    secrets = open_secrets(settings)
+    state = open_state(settings)
     try:
         reason = support(account, settings)
         client_state = None

@@ -19,10 +19,10 @@ from typing import Any
 from .config import AnyAccount, Config, GraphAccount
 from .errors import AccountError, IngestError
 from .mailbox.base import RestoresFailedMail
-from .mailbox.factory import open_mailbox
-from .secrets import SecretSource, secret_source
+from .secrets import SecretSource
+from .service import open_mailbox, open_secrets
 from .settings import Settings
-from .state import MessageRecord, StateStore, open_state_store
+from .state import MessageRecord, StateStore
 from .tls import combined_bundle
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def retry_failed(
             for record in chosen:
                 _forget(state, record, result)
             return result
-        secrets = secrets or secret_source(settings)
+        secrets = secrets or open_secrets(settings)
         with open_mailbox(account, secrets=secrets, settings=settings, state=state) as mailbox:
             if not isinstance(mailbox, RestoresFailedMail):
                 raise AccountError(f"account {account.name!r}: its mailbox cannot move mail back")
@@ -184,8 +184,3 @@ def _forget(state: StateStore, record: MessageRecord, result: RetryResult) -> No
     state.forget_message(record.account, record.message_key)
     result.retried.append(record.message_key)
     log.info("account %s: message %s given a fresh start", record.account, record.message_key)
-
-
-def open_state(settings: Settings, *, read_only: bool = False) -> StateStore:
-    """The state store; ``read_only`` (status, failed): a SQLite file that does not exist yet is not created."""
-    return open_state_store(settings.state_url, read_only=read_only)

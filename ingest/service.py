@@ -1,4 +1,11 @@
-"""What the CLI and the Function App both do: load settings and accounts, then import or test logins."""
+"""The composition root: what the CLI and the Function App both do, and the one place that builds the parts.
+
+Everything that is built from the settings is built here: the secret source (Key Vault or the environment), the
+state store, the mailbox adapter of an account (with its token source or token cache), the DOC² client, and the
+device-code sign-in. The CLI (``ingest.cli``), the jobs and triggers (``ingest.jobs``, ``ingest.live``,
+``ingest.http_operations``, ``function_app``) and the operator's commands (``ingest.operations``) ask this module
+for them and build none themselves.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .config import AnyAccount, Config, GraphAccount, load_config
+from .config import AnyAccount, Config, GraphAccount, ImapAccount, Pop3Account, load_config
 from .doc2 import Doc2Client
 from .errors import IngestError
-from .mailbox.factory import open_mailbox
+from .mailbox.base import Mailbox
 from .pipeline import Pipeline
 from .progress import Progress
 from .report import RunReport
-from .secrets import SecretSource, secret_source
+from .secrets import SecretSource, secret_source, token_cache_source
 from .settings import Settings
 from .state import StateStore, open_state_store
+
+if TYPE_CHECKING:
+    from .graph.token_cache import TokenCacheStore
 from .tls import client_context, combined_bundle
 
 log = logging.getLogger(__name__)
@@ -26,6 +37,78 @@ def load(settings: Settings) -> Config:
     """The accounts file, once the environment is known to be usable (ConfigError naming what is wrong)."""
     settings.check()
     return load_config(settings.config_path)
+
+
+def open_secrets(settings: Settings) -> SecretSource:
+    """Where secrets come from: Key Vault when KEY_VAULT_URL is set, else the environment."""
+    return secret_source(settings)
+
+
+def open_state(settings: Settings, *, read_only: bool = False) -> StateStore:
+    """The state store INGEST_STATE_URL names; ``read_only`` (a dry run, status, failed, TEST LOGIN): a SQLite file
+    that does not exist yet is not created."""
+    return open_state_store(settings.state_url, read_only=read_only)
+
+
+def open_mailbox(
+    account: GraphAccount | ImapAccount | Pop3Account,
+    *,
+    secrets: SecretSource,
+    settings: Settings,
+    state: StateStore,
+    deadline: float | None = None,
+    dry_run: bool = False,
+) -> Mailbox:
+    """The adapter for ``account``; a Graph mailbox reads its folder by delta query with its cursor in ``state``,
+    which a dry run reads but never moves on."""
+    if isinstance(account, ImapAccount | Pop3Account):
+        token_source = None
+        if account.auth == "xoauth2":
+            from .graph.auth import outlook_token_source  # lazy: msal only when needed
+
+            token_source = outlook_token_source(
+                account, secrets, authority_host=settings.authority_host, proxies=settings.proxies
+            )
+        if isinstance(account, ImapAccount):
+            from .mailbox.imap import ImapMailbox
+
+            return ImapMailbox(account, secrets, token_source=token_source)
+        from .mailbox.pop3 import Pop3Mailbox
+
+        return Pop3Mailbox(account, secrets, remembered=state.settled_keys(account.name), token_source=token_source)
+    from .mailbox.graph import GraphMailbox  # lazy: msgraph-sdk is heavy to import
+
+    token_cache = token_cache_store(account, settings, secrets) if account.auth == "device_code" else None
+    return GraphMailbox(
+        account,
+        secrets,
+        authority_host=settings.authority_host,
+        graph_endpoint=settings.graph_endpoint,
+        ca_file=str(account.ca_file) if account.ca_file else None,
+        deadline=deadline,
+        cursors=state,
+        keep_cursor=not dry_run,
+        token_cache=token_cache,
+        proxies=settings.proxies,
+    )
+
+
+def token_cache_store(account: GraphAccount, settings: Settings, secrets: SecretSource) -> TokenCacheStore:
+    """The store of a device_code account's token cache, for the runs and for the sign-in alike."""
+    from .graph.token_cache import default_token_cache
+
+    return default_token_cache(account.name, token_cache_source(settings, secrets))
+
+
+def device_code_signin(account: GraphAccount, settings: Settings, *, prompt: Callable[[str], None]) -> str:
+    """``python -m ingest signin NAME``: signs in interactively and keeps the token cache where the runs find it;
+    returns the signed-in user name."""
+    from .graph.signin import device_code_signin as sign_in
+
+    secrets = open_secrets(settings)
+    return sign_in(
+        account, settings, prompt=prompt, secrets=secrets, token_cache=token_cache_store(account, settings, secrets)
+    )
 
 
 def doc2_base_url(config: Config, settings: Settings) -> str:
@@ -65,9 +148,9 @@ def run_import(
 ) -> RunReport:
     config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
-    secrets = secrets or secret_source(settings)
+    secrets = secrets or open_secrets(settings)
     own_state = state is None
-    state = state or open_state_store(settings.state_url, read_only=dry_run)  # a dry run creates no database
+    state = state or open_state(settings, read_only=dry_run)  # a dry run creates no database
     deadline = time.monotonic() + settings.run_time_budget_seconds if settings.run_time_budget_seconds else None
     try:
         pipeline = Pipeline(
@@ -124,7 +207,7 @@ def test_logins(
     Each result is handed to ``on_result`` as soon as it is known; short time-outs throughout."""
     config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
-    secrets = secret_source(settings)
+    secrets = open_secrets(settings)
     results: list[LoginResult] = []
 
     def report(result: LoginResult) -> None:
@@ -135,7 +218,7 @@ def test_logins(
     problem = _check_doc2(config, settings, secrets)
     where = doc2_base_url(config, settings)
     report(LoginResult(DOC2_CHECK, "doc2", problem is None, problem or f"{where}: API key accepted"))
-    state = open_state_store(settings.state_url, read_only=True)  # TEST LOGIN creates no database
+    state = open_state(settings, read_only=True)  # TEST LOGIN creates no database
     try:
         for account in accounts:
             if not isinstance(account, GraphAccount):  # Graph's own client has short connect time-outs

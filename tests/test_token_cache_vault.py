@@ -18,9 +18,9 @@ from azure.identity import ClientSecretCredential
 from ingest.config import GraphAccount
 from ingest.errors import AccountError, SecretError
 from ingest.graph.auth import sign_in_with_device_code
-from ingest.graph.signin import token_cache_store
 from ingest.graph.token_cache import SecretTokenCacheStore, TokenCacheStore, default_token_cache
 from ingest.secrets import EnvironmentSecrets, KeyVaultSecrets, token_cache_source
+from ingest.service import token_cache_store
 from ingest.settings import Settings
 from tests.infra.roles import builtin_roles, granted_by_main_bicep
 from tests.support.keyvault_server import KeyVaultEmulator

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import GraphAccount
-from ..secrets import SecretSource, secret_source, token_cache_source
+from ..secrets import SecretSource
 from ..settings import Settings
 from ..tls import combined_bundle
 from .auth import sign_in_with_device_code
-from .token_cache import TokenCacheStore, default_token_cache
+from .token_cache import TokenCacheStore
 
 
 def device_code_signin(
@@ -25,12 +25,12 @@ def device_code_signin(
     settings: Settings,
     *,
     prompt: Callable[[str], None],
-    secrets: SecretSource | None = None,
-    token_cache: TokenCacheStore | None = None,
+    secrets: SecretSource,
+    token_cache: TokenCacheStore,
 ) -> str:
     """Signs in interactively and stores the token cache; returns the signed-in user name. Trust and proxy as for
-    ``import``: the account's ca_file, else SSL_CERT_FILE/REQUESTS_CA_BUNDLE; HTTPS_PROXY unless NO_PROXY."""
-    secrets = secrets or secret_source(settings)
+    ``import``: the account's ca_file, else SSL_CERT_FILE/REQUESTS_CA_BUNDLE; HTTPS_PROXY unless NO_PROXY. The
+    secrets and the token cache's store come from :mod:`ingest.service`."""
     ca_file = account.ca_file or combined_bundle(settings.ca_bundles)
     return sign_in_with_device_code(
         account,
@@ -38,13 +38,7 @@ def device_code_signin(
         authority_host=settings.authority_host,
         graph_endpoint=settings.graph_endpoint,
         ca_file=str(ca_file) if ca_file else None,
-        token_cache=token_cache or token_cache_store(account, settings, secrets),
+        token_cache=token_cache,
         prompt=prompt,
         proxies=settings.proxies,
     )
-
-
-def token_cache_store(account: GraphAccount, settings: Settings, secrets: SecretSource) -> TokenCacheStore:
-    """The store of a device_code account's token cache, for the runs and for the sign-in alike."""
-    source = token_cache_source(settings, secrets)
-    return default_token_cache(account.name, source)
