@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, GraphAccount, ImapAccount, Pop3Account
-from .errors import ConfigError, IngestError
+from .errors import ConfigError, IngestError, SecretMissing
 from .progress import Progress, StderrProgress, format_date
 from .report import RunReport
 from .schema import DEFAULT_SCHEMA_PATH
-from .secrets import env_var_name
+from .secrets import SecretSource, env_var_name
 from .settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
@@ -78,6 +78,28 @@ def _options(*, top: bool) -> argparse.ArgumentParser:
     return common
 
 
+class _Commands:
+    """Adds the commands: each takes the common options and names its handler; ``names`` and ``json`` (their help)
+    add the account names and ``--json`` that several commands share."""
+
+    def __init__(self, commands: Any, common: argparse.ArgumentParser) -> None:
+        self._commands = commands
+        self._common = common
+
+    def add(
+        self, name: str, handler: Any, *, help: str, description: str, names: str = "", json: str = ""
+    ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._commands.add_parser(
+            name, parents=[self._common], help=help, description=description
+        )
+        if names:
+            parser.add_argument("names", nargs="*", metavar="NAME", help=names)
+        if json:
+            parser.add_argument("--json", action="store_true", help=json)
+        parser.set_defaults(handler=handler)
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _options(top=False)
     parser = argparse.ArgumentParser(
@@ -87,62 +109,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser(
+    command = _Commands(commands, common)
+    command.add(
         "check",
-        parents=[common],
+        _cmd_check,
         help="validate the accounts file and settings",
         description="Validate the accounts file and settings and print a summary. Exit 0 valid, 2 invalid.",
     )
-    check.set_defaults(handler=_cmd_check)
-
-    login = commands.add_parser(
+    command.add(
         "test-login",
-        parents=[common],
+        _cmd_test_login,
         help="sign in to each mailbox and check the DOC² key",
         description="Check the DOC² API key, then sign in to each mailbox and open its folders; one line per "
         "check as it happens. Exit 0 all fine, 1 any failed, 2 bad configuration.",
+        names="accounts to test (default: all)",
     )
-    login.add_argument("names", nargs="*", metavar="NAME", help="accounts to test (default: all)")
-    login.set_defaults(handler=_cmd_test_login)
-
-    run = commands.add_parser(
+    run = command.add(
         "import",
-        parents=[common],
+        _cmd_import,
         help="one ingestion pass",
         description="One ingestion pass: upload new documents to DOC² and move their mail to the processed "
         "folder; progress on standard error. Exit 0 no account failed, 1 an account failed (DOC² unavailable "
         "included) or has failed messages, 2 bad configuration.",
+        names="accounts to import (default: all)",
     )
-    run.add_argument("names", nargs="*", metavar="NAME", help="accounts to import (default: all)")
     run.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")
     run.add_argument("--json", action="store_true", help="print the run report as one JSON document on stdout")
-    run.set_defaults(handler=_cmd_import)
-
-    status = commands.add_parser(
+    command.add(
         "status",
-        parents=[common],
+        _cmd_status,
         help="last run, waiting and failed messages per account",
         description="Per account: type, last run (time, outcome, counts), messages waiting for a retry, messages "
         "in the failed folder. Exit 0, 2 bad configuration.",
+        names="accounts (default: all)",
+        json='one JSON document: {"accounts": [...]}',
     )
-    status.add_argument("names", nargs="*", metavar="NAME", help="accounts (default: all)")
-    status.add_argument("--json", action="store_true", help='one JSON document: {"accounts": [...]}')
-    status.set_defaults(handler=_cmd_status)
-
-    failed = commands.add_parser(
+    command.add(
         "failed",
-        parents=[common],
+        _cmd_failed,
         help="the mail that went to the failed folder",
         description="The mail that went to the failed folder: account, reference, sender, subject, date, "
         "attempts, reason. Exit 0, 2 bad configuration.",
+        names="accounts (default: all)",
+        json='one JSON document: {"failed": [...]}',
     )
-    failed.add_argument("names", nargs="*", metavar="NAME", help="accounts (default: all)")
-    failed.add_argument("--json", action="store_true", help='one JSON document: {"failed": [...]}')
-    failed.set_defaults(handler=_cmd_failed)
-
-    retry = commands.add_parser(
+    retry = command.add(
         "retry",
-        parents=[common],
+        _cmd_retry,
         help="give failed mail of an account a fresh start",
         description="Give failed mail of an account (all of it, or the references named; see `failed`) a fresh "
         "start: IMAP and Graph move it back to the source folder, POP3 forgets the failure; the next import takes "
@@ -150,33 +163,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("name", metavar="NAME", help="the account")
     retry.add_argument("refs", nargs="*", metavar="REF", help="references from `failed` (default: all)")
-    retry.set_defaults(handler=_cmd_retry)
-
-    signin = commands.add_parser(
+    signin = command.add(
         "signin",
-        parents=[common],
+        _cmd_signin,
         help="one-time device-code sign-in of a Graph account (auth: device_code)",
         description="Sign in interactively (device code, MFA allowed) for a Graph account whose auth is "
         "device_code; the token cache is kept safely and refreshed by later runs.",
     )
     signin.add_argument("name", metavar="NAME")
-    signin.set_defaults(handler=_cmd_signin)
-
-    schema = commands.add_parser(
+    schema = command.add(
         "schema",
-        parents=[common],
+        _cmd_schema,
         help="write the accounts file's JSON Schema",
         description="Write the JSON Schema of the accounts file (generated from the models) to PATH "
         f"(default {DEFAULT_SCHEMA_PATH}), or to standard output with '-'.",
     )
     schema.add_argument("path", nargs="?", default=DEFAULT_SCHEMA_PATH, metavar="PATH")
-    schema.set_defaults(handler=_cmd_schema)
     return parser
 
 
 def _cmd_check(args: argparse.Namespace, settings: Settings, config: Config) -> int:
-    from .service import doc2_base_url
+    from .service import doc2_base_url, open_secrets
     from .state.factory import describe_state_url
+
+    secrets = None if settings.key_vault_url else open_secrets(settings)  # Key Vault's are read when they are used
 
     print(f"accounts file: {config.path} ({len(config.accounts)} accounts)")
     print(f"DOC² API:      {doc2_base_url(config, settings)} (key secret {config.doc2.api_key_secret!r})")
@@ -190,21 +200,26 @@ def _cmd_check(args: argparse.Namespace, settings: Settings, config: Config) -> 
             from .graph.subscriptions import support
 
             print(f"      change notifications: {support(account, settings) or 'on, kept up by the timer job'}")
-        for secret in _secret_names(account):
-            if not settings.key_vault_url and not settings.environ.get(env_var_name(secret)):
-                missing.append(
-                    f"account {account.name!r}: secret {secret!r} (environment variable {env_var_name(secret)})"
-                )
-    if not settings.key_vault_url and not settings.environ.get(env_var_name(config.doc2.api_key_secret)):
-        missing.append(
-            f"doc2: secret {config.doc2.api_key_secret!r} (environment variable "
-            f"{env_var_name(config.doc2.api_key_secret)})"
-        )
+        missing.extend(f"account {account.name!r}: {lack}" for lack in _missing(secrets, _secret_names(account)))
+    missing.extend(f"doc2: {lack}" for lack in _missing(secrets, [config.doc2.api_key_secret]))
     if missing:
         print("missing secrets:\n  " + "\n  ".join(missing), file=sys.stderr)
         return EXIT_BAD_CONFIG
     print("configuration valid")
     return EXIT_OK
+
+
+def _missing(secrets: SecretSource | None, names: list[str]) -> list[str]:
+    """The secrets of ``names`` the environment does not set (Key Vault, ``secrets`` None: not checked here)."""
+    lacking: list[str] = []
+    if secrets is None:
+        return lacking
+    for name in names:
+        try:
+            secrets(name)
+        except SecretMissing:
+            lacking.append(f"secret {name!r} (environment variable {env_var_name(name)})")
+    return lacking
 
 
 def _describe_account(account: GraphAccount | ImapAccount | Pop3Account) -> str:

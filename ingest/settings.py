@@ -54,6 +54,23 @@ class HostStorageSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """Application Insights export, read apart from :class:`Settings` and never failing: telemetry is configured as
+    the Function App starts, and a bad setting elsewhere must not stop it (nor the logging that would report it)."""
+
+    connection_string: str = ""  # APPLICATIONINSIGHTS_CONNECTION_STRING; empty: no export
+    client_id: str = ""  # AZURE_CLIENT_ID: the user-assigned managed identity the exporter signs in with
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> TelemetrySettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            connection_string=(env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or "").strip(),
+            client_id=(env.get("AZURE_CLIENT_ID") or "").strip(),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     config_path: Path
     key_vault_url: str | None
@@ -65,7 +82,7 @@ class Settings:
     state_url: str
     run_time_budget_seconds: float | None
     ca_bundles: tuple[Path, ...]  # trust when a client has no ca_file of its own: SSL_CERT_FILE, REQUESTS_CA_BUNDLE
-    environ: Mapping[str, str]  # where secrets come from when there is no Key Vault
+    environ: Mapping[str, str]  # for the environment's secret source alone (ingest.secrets), when there is no Key Vault
     problems: tuple[str, ...] = ()  # what is wrong with the environment; see check()
     proxies: Proxies = field(default_factory=Proxies)  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY, for every HTTP client
     # Where Graph reaches this app for change notifications: INGEST_PUBLIC_BASE_URL, else the app's own host name

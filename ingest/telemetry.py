@@ -40,7 +40,6 @@ The workbook and the alerts in infra/ query these names; tests/infra/test_workbo
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -48,6 +47,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .report import AccountReport, RunReport
+from .settings import TelemetrySettings
 from .state.base import run_verdict
 
 log = logging.getLogger(__name__)
@@ -89,22 +89,20 @@ class AccountContextFilter(logging.Filter):
 def configure(environ: Mapping[str, str] | None = None) -> bool:
     """Export to Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set. Returns whether it does."""
     global _configured
-    env = dict(os.environ if environ is None else environ)  # not Settings: a bad setting must not stop the app
+    found = TelemetrySettings.from_environ(environ)  # not Settings: a bad setting must not stop the app
     logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every HTTP request at INFO
-    connection_string = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
-    if _configured or not connection_string:
+    if _configured or not found.connection_string:
         return _configured
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     credential = None
-    client_id = env.get("AZURE_CLIENT_ID", "").strip()
-    if client_id:
+    if found.client_id:
         from azure.identity import ManagedIdentityCredential
 
-        credential = ManagedIdentityCredential(client_id=client_id)
+        credential = ManagedIdentityCredential(client_id=found.client_id)
     configure_azure_monitor(
-        connection_string=connection_string,
+        connection_string=found.connection_string,
         credential=credential,
         logger_name=LOGGER_NAME,
         enable_live_metrics=False,
