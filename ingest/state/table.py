@@ -101,6 +101,19 @@ def _cursor_row(name: str) -> str:
     return f"c|{escape_key_part(name)}"
 
 
+def _document_entity(account: str, prefix: str, document: UploadRecord | DuplicateRecord, stamp: str) -> dict[str, Any]:
+    """The properties an upload's row and a duplicate's row share; ``stamp`` names the property of the time."""
+    return {
+        "PartitionKey": escape_key_part(account),
+        "RowKey": prefix + escape_key_part(document.custom_doc_id),
+        "account": account,
+        "identity": bounded(document.identity),
+        "custom_doc_id": document.custom_doc_id,
+        "filename": document.filename[:MAX_NAME_CHARS],
+        stamp: _now(),
+    }
+
+
 def _duplicate_prefix(identity: str) -> str:
     return f"d|{escape_key_part(identity)}|"
 
@@ -241,16 +254,8 @@ class TableStateStore(OperatorRecords):
     def record_duplicate(self, account: str, duplicate: DuplicateRecord) -> None:
         from azure.data.tables import UpdateMode
 
-        entity = {
-            "PartitionKey": escape_key_part(account),
-            "RowKey": _duplicate_prefix(duplicate.identity) + escape_key_part(duplicate.custom_doc_id),
-            "account": account,
-            "identity": bounded(duplicate.identity),
-            "custom_doc_id": duplicate.custom_doc_id,
-            "filename": duplicate.filename[:MAX_NAME_CHARS],
-            "recorded_at": _now(),
-            **{f"original_{key}": value for key, value in _content_properties(duplicate.original).items()},
-        }
+        entity = _document_entity(account, _duplicate_prefix(duplicate.identity), duplicate, "recorded_at")
+        entity.update({f"original_{key}": value for key, value in _content_properties(duplicate.original).items()})
         self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
     def duplicates(self, account: str, identity: str) -> list[DuplicateRecord]:
@@ -273,15 +278,7 @@ class TableStateStore(OperatorRecords):
         return sorted(found, key=lambda duplicate: duplicate.custom_doc_id)
 
     def _upload_entity(self, account: str, upload: UploadRecord) -> dict[str, Any]:
-        entity: dict[str, Any] = {
-            "PartitionKey": escape_key_part(account),
-            "RowKey": _upload_prefix(upload.identity) + escape_key_part(upload.custom_doc_id),
-            "account": account,
-            "identity": bounded(upload.identity),
-            "custom_doc_id": upload.custom_doc_id,
-            "filename": upload.filename[:MAX_NAME_CHARS],
-            "uploaded_at": _now(),
-        }
+        entity = _document_entity(account, _upload_prefix(upload.identity), upload, "uploaded_at")
         if upload.doc2_id is not None:
             entity["doc2_id"] = upload.doc2_id[:MAX_NAME_CHARS]
         return entity
@@ -317,9 +314,7 @@ class TableStateStore(OperatorRecords):
         return MessageState(entity["status"], int(entity.get("attempts", 0)), entity.get("last_error"))
 
     def record_failure(self, account: str, message_key: str, identity: str | None, error: str) -> int:
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
 
         error = error[:MAX_ERROR_CHARS]
         for attempt in range(_CONCURRENCY_ATTEMPTS):
@@ -334,13 +329,7 @@ class TableStateStore(OperatorRecords):
                 entity.update(status="pending", attempts=attempts, last_error=error, updated_at=_now())
                 if identity is not None:
                     entity["identity"] = bounded(identity)
-                self._call(
-                    self._table.update_entity,
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=entity.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+                self._replace_unchanged(entity, entity.metadata["etag"])
                 return attempts
             except (ResourceExistsError, ResourceModifiedError):
                 # Another instance counted at the same moment: read again and count on top of it.

@@ -48,6 +48,19 @@ class OperatorRecords:
     _query: Callable[[str, dict[str, str], list[str]], list[Any]]
     _get: Callable[[str, str], Any]
 
+    def _replace_unchanged(self, entity: dict[str, Any], etag: str) -> None:
+        """Replaces ``entity`` if no one changed it since it was read (``etag``); ResourceModifiedError if they did."""
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        self._call(
+            self._table.update_entity,
+            entity,
+            mode=UpdateMode.REPLACE,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+
     def record_message_info(self, account: str, message_key: str, info: MessageInfo) -> None:
         from azure.data.tables import UpdateMode
 
@@ -111,9 +124,7 @@ class OperatorRecords:
         return existed
 
     def record_run(self, run: RunRecord) -> RunRecord:
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
 
         verdict = run_verdict(run.outcome, run.error)
         for attempt in range(_CONCURRENCY_ATTEMPTS):
@@ -146,13 +157,7 @@ class OperatorRecords:
                 if old is None:
                     self._call(self._table.create_entity, entity)
                 else:
-                    self._call(
-                        self._table.update_entity,
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=old.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+                    self._replace_unchanged(entity, old.metadata["etag"])
                 return dataclasses.replace(run, last_success_at=last_success, failures_in_a_row=in_a_row)
             except (ResourceExistsError, ResourceModifiedError):
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter, not cryptography
