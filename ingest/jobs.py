@@ -24,7 +24,7 @@ from . import live, telemetry
 from .config import Config
 from .errors import ConfigError
 from .queueing import Job, JobQueue
-from .service import load, run_import, run_test_login
+from .service import load, open_queue, run_import, run_test_login
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def enqueue_accounts_of_types(
         log.info("no %s accounts configured; no jobs queued", "/".join(sorted(types)))
         return []
     own_queue = queue is None
-    queue = queue or JobQueue.from_settings(settings)
+    queue = queue or open_queue(settings)
     try:
         queue.send_all(Job(account=a.name, type=a.type, trigger=trigger) for a in accounts)
     finally:

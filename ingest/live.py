@@ -22,8 +22,8 @@ from . import notifications
 from .config import Config, GraphAccount
 from .errors import ConfigError, IngestError, SecretError
 from .graph.subscriptions import STATUS_CURSOR, Upkeep, maintain, support
-from .queueing import Job, JobQueue
-from .service import load, open_mailbox, open_secrets, open_state
+from .queueing import Job
+from .service import load, open_mailbox, open_queue, open_secrets, open_state
 from .settings import Settings
 from .state import StateStore
 
@@ -89,7 +89,7 @@ def _enqueue(settings: Settings, name: str, trigger: str) -> None:
 
 
 def _send(settings: Settings, job: Job, delay_seconds: int = 0) -> None:
-    queue = JobQueue.from_settings(settings)
+    queue = open_queue(settings)
     try:
         queue.send_all([job], delay_seconds=delay_seconds)
     finally:

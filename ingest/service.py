@@ -21,6 +21,7 @@ from .errors import IngestError
 from .mailbox.base import Mailbox
 from .pipeline import Pipeline
 from .progress import Progress
+from .queueing import JobQueue
 from .report import RunReport
 from .secrets import SecretSource, secret_source, token_cache_source
 from .settings import Settings
@@ -48,6 +49,11 @@ def open_state(settings: Settings, *, read_only: bool = False) -> StateStore:
     """The state store INGEST_STATE_URL names; ``read_only`` (a dry run, status, failed, TEST LOGIN): a SQLite file
     that does not exist yet is not created."""
     return open_state_store(settings.state_url, read_only=read_only)
+
+
+def open_queue(settings: Settings) -> JobQueue:
+    """The job queue of the Function App, on the Functions host's own storage (AzureWebJobsStorage)."""
+    return JobQueue.from_settings(settings)
 
 
 def open_mailbox(
