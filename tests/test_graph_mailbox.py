@@ -62,6 +62,25 @@ def test_max_age_is_filtered_by_graph(cloud: MicrosoftCloud) -> None:
     assert listing.query["$filter"].startswith("receivedDateTime ge ")
 
 
+def test_max_age_is_decided_by_the_clock_given_for_graph_and_for_the_fetch_ahead_alike(cloud: MicrosoftCloud) -> None:
+    # Mail of May 2024 with max_age_days 30: by the real clock all of it is too old; by the pipeline's clock (here a
+    # day after it arrived) none is. The mailbox asks Graph and decides what to fetch ahead by the clock it is given.
+    _add(cloud, 5)
+    account = cloud.account(filters={"max_age_days": 30})
+    clock = START + dt.timedelta(days=1)
+    with cloud.open(account, clock=lambda: clock) as mailbox:
+        refs = list(mailbox.list_messages())
+        (listing,) = [r for r in cloud.graph.requests if r.path.endswith("/messages")]
+        cloud.graph.reset_counters()
+        documents = [d.filename for d in mailbox.read(refs[0]).extract(account).documents]
+        taken = [mailbox.passes_filters(r.headers) for r in refs if r.headers]
+
+    assert [r.headers.subject for r in refs if r.headers] == [f"Invoice {n:03d}" for n in range(5)]
+    assert listing.query["$filter"] == "receivedDateTime ge 2024-04-02T08:00:00Z"
+    assert documents == ["invoice-000.pdf"] and taken == [True] * 5
+    assert len(cloud.graph.batched) == 5  # the next messages' attachments too: the filters let them through
+
+
 def test_source_folder_by_path_of_display_names(cloud: MicrosoftCloud) -> None:
     cloud.mailbox.folder("Inbox/Suppliers/ACME", create=True)
     cloud.mailbox.add_message("Inbox/Suppliers/ACME", subject="from ACME")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -13,10 +14,11 @@ import httpx
 
 from ...config import GraphAccount
 from ...errors import AccountError, ConnectionLost, DocumentError, IngestError
+from ...filters import message_passes_filters
 from ...graph.client import RETRY_STATUSES, GraphFailure, GraphSession, failure_of
 from ...graph.delta import CursorStore
 from ...graph.token_cache import TokenCacheStore
-from ...model import Blob
+from ...model import Blob, MessageHeaders
 from ...network import Proxies
 from ...retry import default_policy
 from .messages import GraphMessage
@@ -48,16 +50,20 @@ class GraphCore:
         cursors: CursorStore | None = None,
         keep_cursor: bool = True,
         proxies: Proxies | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         """With ``cursors`` (the state store) the source folder is read by delta query (``ingest.graph.delta``),
         and unless ``keep_cursor`` is False (a dry run) the cursor moves on when the session ends without an
-        exception; without, every listing is a full one."""
+        exception; without, every listing is a full one. ``clock`` is the time the account's message filters are
+        decided by (:meth:`passes_filters`, the pipeline's decision from ``ingest.filters``) and ``max_age_days`` is
+        asked of Graph by: give it the pipeline's clock; by default the current time."""
         self.account = account
         self._secrets = secrets
         self._authority_host = authority_host
         self._graph_endpoint = graph_endpoint.rstrip("/")
         self._ca_file = ca_file
         self._proxies = proxies or Proxies()
+        self._clock = clock or _utc_now
         self._deadline = deadline
         self._token_cache = token_cache
         self._assertion_credential = assertion_credential
@@ -78,6 +84,11 @@ class GraphCore:
         self._changes: ChangeRun | None = None  # this session's delta round, for the cursor at its end
         self._settled: set[str] = set()  # ids moved out of the source folder by this session
         self._left: set[str] = set()  # ids the pipeline leaves in the folder on purpose (a rule said skip)
+
+    def passes_filters(self, headers: MessageHeaders, now: datetime | None = None) -> bool:
+        """Whether the pipeline takes this message rather than leaving it for the account's message filters: the
+        decision of ``ingest.filters`` at ``now`` (default: the mailbox's clock), never one of our own."""
+        return message_passes_filters(headers, self.account.filters, self._clock() if now is None else now) is None
 
     @property
     def session(self) -> GraphSession:
@@ -182,3 +193,7 @@ class GraphCore:
                 policy.sleep(policy.delay(attempt))
             except Exception as err:
                 raise self._translate(err, f"downloading {what}", message_level=True) from err
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -10,11 +10,9 @@ import binascii
 import concurrent.futures
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import quote
 
 from ...errors import AccountError, ConnectionLost, DocumentError, IngestError
-from ...filters import message_passes_filters
 from ...graph.client import MAX_BATCH, BatchAnswer, BatchRequest
 from .core import GraphCore
 from .messages import SIZE_SLACK, GraphAttachment, GraphMessage
@@ -116,7 +114,7 @@ class GraphFetchAhead(GraphCore):
 
     def _will_read(self, message: GraphMessage) -> bool:
         """False for a message the pipeline leaves in place for the account's filters (no need to fetch for it)."""
-        return message_passes_filters(message.headers, self.account.filters, datetime.now(UTC)) is None
+        return self.passes_filters(message.headers)
 
     def _small_attachments(self, message: GraphMessage) -> list[GraphAttachment]:
         limit = self.account.filters.max_attachment_bytes

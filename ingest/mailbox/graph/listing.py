@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from ...filters import message_passes_filters
 from ...graph.client import BatchRequest
 from ...graph.delta import CURSOR_NAME, MAX_CARRY, Cursor, CursorStore, fingerprint, read_round
 from ...graph.delta import PAGE_SIZE as DELTA_PAGE_SIZE
@@ -125,7 +124,7 @@ class GraphListing(GraphFolders):
         query = {"$select": ",".join(LIST_FIELDS), "$expand": f"attachments($select={ATTACHMENT_FIELDS})"}
         max_age = self.account.filters.max_age_days
         if max_age:
-            query["$filter"] = f"receivedDateTime ge {odata_time(datetime.now(UTC) - timedelta(days=max_age))}"
+            query["$filter"] = f"receivedDateTime ge {odata_time(self._clock() - timedelta(days=max_age))}"
         return query
 
     def _save_cursor(self) -> None:
@@ -134,10 +133,9 @@ class GraphListing(GraphFolders):
         run, self._changes = self._changes, None
         if run is None or self._cursors is None or not self._keep_cursor:
             return
-        now = datetime.now(UTC)
-        filters = self.account.filters
+        now = self._clock()
         owed = [i for i in run.listed if i not in self._settled and i not in self._left]
-        owed = [i for i in owed if message_passes_filters(run.listed[i], filters, now) is None]
+        owed = [i for i in owed if self.passes_filters(run.listed[i], now)]
         owed = list(dict.fromkeys([*owed, *run.unread]))
         cursor: Cursor | None = Cursor(run.cursor.fingerprint, run.cursor.link, owed)
         if run.cursor.link is None or len(owed) > MAX_CARRY:
@@ -158,7 +156,7 @@ class GraphListing(GraphFolders):
         }
         if max_age:
             # Graph wants the $orderby property first in $filter: both are receivedDateTime here.
-            query["$filter"] = f"receivedDateTime ge {odata_time(datetime.now(UTC) - timedelta(days=max_age))}"
+            query["$filter"] = f"receivedDateTime ge {odata_time(self._clock() - timedelta(days=max_age))}"
         return query
 
 
