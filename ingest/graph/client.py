@@ -43,8 +43,13 @@ from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
     BaseBearerTokenAuthenticationProvider,
 )
-from kiota_http.middleware import ParametersNameDecodingHandler, RedirectHandler, UserAgentHandler
-from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
+from kiota_http.middleware import (
+    REQUEST_OPTIONS_KEY,
+    BaseMiddleware,
+    ParametersNameDecodingHandler,
+    RedirectHandler,
+    UserAgentHandler,
+)
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
@@ -213,7 +218,8 @@ class GraphSession:
             "GET",
             self.base_url + path,
             headers={"Authorization": f"Bearer {token}"},
-            # Without request options msgraph's transport skips the whole middleware pipeline.
+            # Without request options msgraph's transport skips the whole middleware pipeline; kiota's own
+            # request adapter sends its requests with this same extension.
             extensions={REQUEST_OPTIONS_KEY: {}},
         )
         response = await self.http.send(request, stream=True)

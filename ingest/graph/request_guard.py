@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
-from kiota_http.middleware.middleware import BaseMiddleware
+from kiota_http.middleware import BaseMiddleware
 
 from ..retry import default_policy, parse_retry_after
 from .auth import TokenSource
