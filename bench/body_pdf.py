@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 
 from bench._common import machine_summary, table
 from ingest.bodypdf import body_document
-from ingest.mailbox.mime import MimeMailItem
+from ingest.mime.item import MimeMailItem
 from tests.bodies import GERMAN_HTML, JAPANESE_HTML, big_html, html_mail, invoice_html
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/many_parts.py               # 4,000 parts called "invoice.pdf"
     .venv/bin/python bench/many_parts.py --parts 10000
 
-Times :func:`ingest.extraction.extract_from_mime` on the message (what the pipeline does before it refuses a
+Times :func:`ingest.mime.walk.extract_from_mime` on the message (what the pipeline does before it refuses a
 message of more than MAX_DOCUMENTS_PER_MESSAGE documents) and prints how many documents were read and named.
 Before the fix every part was read and named, and naming counted up from "(2)" for each duplicate: 4,000 parts
 took 8.8 s. Now selection stops at the first document over the cap and naming is linear.
@@ -20,7 +20,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.config import ImapAccount
-from ingest.extraction import MAX_DOCUMENTS_PER_MESSAGE, extract_from_mime
+from ingest.mime.parts import MAX_DOCUMENTS_PER_MESSAGE
+from ingest.mime.walk import extract_from_mime
 
 
 def many_parts(count: int) -> bytes:

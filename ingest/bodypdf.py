@@ -33,8 +33,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .filenames import sanitise_filename
 from .mailbody import MailBody
+from .mime.filenames import sanitise_filename
 from .model import BytesBlob, Document, MessageHeaders
 
 if TYPE_CHECKING:

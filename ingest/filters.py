@@ -1,4 +1,6 @@
-"""Whether a message passes an account's message filters (``from``, ``subject``, ``max_age_days``). No network.
+"""Whether a message passes an account's message filters (``from``, ``subject``, ``max_age_days``), and an
+attachment the attachment filters (``max_attachment_mb``, ``attachment_names``, ``exclude_attachment_names``).
+No network.
 
 The ``from`` allow-list is a gate an attacker writes the input for, so it fails closed: every address of the
 From header must match a pattern (``From: mallory@evil.example, billing@supplier.example`` does not pass
@@ -38,6 +40,25 @@ def message_passes_filters(headers: MessageHeaders, filters: Filters, now: datet
         and _aware(now) - _aware(headers.received) > timedelta(days=filters.max_age_days)
     ):
         return f"filtered: older than {filters.max_age_days} days"
+    return None
+
+
+def attachment_too_large(size: int, filters: Filters) -> str | None:
+    """The reason an attachment of ``size`` bytes is refused, or None when it is within ``max_attachment_mb``."""
+    limit = filters.max_attachment_bytes
+    if limit is not None and size > limit:
+        return f"filtered: larger than {filters.max_attachment_mb:g} MB"
+    return None
+
+
+def attachment_name_refused(name: str, filters: Filters) -> str | None:
+    """The reason an attachment called ``name`` is refused by ``attachment_names``/``exclude_attachment_names``
+    (case-insensitive globs), or None when it passes."""
+    folded = name.casefold()
+    if filters.attachment_names and not any(fnmatchcase(folded, p.casefold()) for p in filters.attachment_names):
+        return "filtered: name not in attachment_names"
+    if any(fnmatchcase(folded, p.casefold()) for p in filters.exclude_attachment_names):
+        return "filtered: name in exclude_attachment_names"
     return None
 
 

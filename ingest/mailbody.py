@@ -2,7 +2,7 @@
 text, with the inline images the HTML refers to). Rules match on these; ``body_to_pdf`` renders the body.
 
 Plain Python over the raw MIME bytes, no network. The message is parsed from the lean skeleton
-(:mod:`ingest.rawmail`), so a message with big attachments costs no more than its text: only the body part and
+(:mod:`ingest.mime.rawmail`), so a message with big attachments costs no more than its text: only the body part and
 the images it shows are decoded.
 """
 
@@ -16,8 +16,8 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 
 from .filters import strict_addresses
+from .mime.rawmail import LeanMessage, RawMail, lean_message
 from .model import Blob
-from .rawmail import LeanMessage, RawMail, lean_message
 
 _POLICY = email.policy.default
 # An inline image bigger than this is left out of the rendered body (a mail body is not a photo album).

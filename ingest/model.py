@@ -233,7 +233,7 @@ class SkippedPart:
 class Extraction:
     documents: list[Document] = field(default_factory=list)
     skipped: list[SkippedPart] = field(default_factory=list)
-    # True when selection stopped at one document over the cap (ingest.extraction.MAX_DOCUMENTS_PER_MESSAGE):
+    # True when selection stopped at one document over the cap (ingest.mime.parts.MAX_DOCUMENTS_PER_MESSAGE):
     # the message is refused whole, so the parts after that one were not read or named.
     too_many: bool = False
 

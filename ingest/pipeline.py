@@ -29,9 +29,9 @@ from .errors import (
     SecretError,
     UnreadableMessage,
 )
-from .extraction import MAX_DOCUMENTS_PER_MESSAGE
 from .filters import message_passes_filters
 from .flight import Flight, MessageInFlight, PendingUpload, upload_pool
+from .mime.parts import MAX_DOCUMENTS_PER_MESSAGE
 from .model import MessageHeaders, MessageRef, SkippedPart, UploadMetadata, custom_doc_id
 from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
 from .ports import (

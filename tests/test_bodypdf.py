@@ -13,7 +13,7 @@ import pytest
 from pypdf import PdfReader
 
 from ingest.bodypdf import MAX_LAYOUT_HTML, body_document
-from ingest.mailbox.mime import MimeMailItem
+from ingest.mime.item import MimeMailItem
 from ingest.model import Document
 
 from .bodies import GERMAN_HTML, JAPANESE_HTML, big_html, hostile_html, html_mail, invoice_html, png

@@ -18,22 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tnefparse.tnef import TNEF
 
-import ingest.extraction as extraction_module
+import ingest.mime.selection as selection_module
 from ingest.config import ImapAccount
 from ingest.errors import TransientError
-from ingest.extraction import (
-    MAX_DOCUMENTS_PER_MESSAGE,
-    MAX_NESTING_DEPTH,
-    Candidate,
-    UndecodablePart,
-    extract_from_mime,
-    message_identity,
-    parse_headers,
-    select_documents,
-)
-from ingest.filenames import numbered_filename
+from ingest.mime.filenames import numbered_filename
+from ingest.mime.headers import message_identity, parse_headers
+from ingest.mime.parts import MAX_DOCUMENTS_PER_MESSAGE, MAX_NESTING_DEPTH, Candidate, UndecodablePart
+from ingest.mime.selection import select_documents
+from ingest.mime.sniffing import sniff_content_type
+from ingest.mime.walk import extract_from_mime
 from ingest.model import Extraction, MessageHeaders
-from ingest.sniffing import sniff_content_type
 from tests import samples
 
 KEY = re.compile(r"^[0-9.]+:[0-9a-f]{16}$")
@@ -399,7 +393,7 @@ def test_numbering_many_parts_of_one_name_is_linear(monkeypatch: pytest.MonkeyPa
         calls += 1
         return numbered_filename(name, number)
 
-    monkeypatch.setattr(extraction_module, "numbered_filename", counted)  # counts, the real function answers
+    monkeypatch.setattr(selection_module, "numbered_filename", counted)  # counts, the real function answers
     count = 3000
     candidates = [
         Candidate.from_bytes("Rechnung.pdf", "application/pdf", str(n), b"%PDF-" + bytes(n)) for n in range(count)

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.filenames import MAX_FILENAME_BYTES, extension_for, numbered_filename, sanitise_filename, split_extension
+from ingest.mime.filenames import (
+    MAX_FILENAME_BYTES,
+    extension_for,
+    numbered_filename,
+    sanitise_filename,
+    split_extension,
+)
 
 PDF = "application/pdf"
 OCTET = "application/octet-stream"

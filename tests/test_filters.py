@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest.config import Filters
-from ingest.extraction import parse_headers
 from ingest.filters import message_passes_filters, strict_addresses
+from ingest.mime.headers import parse_headers
 from ingest.model import MessageHeaders
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)

@@ -68,7 +68,7 @@ def test_many_messages_are_moved_in_a_few_commands(scenario, monkeypatch):
 
 
 def _recorded_ids(store: SqliteStateStore, raw: bytes) -> set[str]:
-    from ingest.extraction import message_identity, parse_headers
+    from ingest.mime.headers import message_identity, parse_headers
 
     return store.uploaded("mail", message_identity(parse_headers(raw), raw))
 
@@ -122,8 +122,8 @@ def test_a_state_store_refusing_one_messages_record_fails_that_message_only(scen
 def test_state_first_every_upload_is_recorded_before_its_message_moves(scenario, monkeypatch):
     """A spy on the mailbox's moves: at the moment a message is moved (processed or failed folder alike) every
     document DOC² stored of it is already in the state store."""
-    from ingest.extraction import message_identity, parse_headers
     from ingest.mailbox.imap import ImapMailbox
+    from ingest.mime.headers import message_identity, parse_headers
     from tests.hostile.corpus import TEXT, attachment, multipart
 
     from .support.doc2_server import Respond

@@ -1,4 +1,4 @@
-"""The lean pre-pass (ingest.rawmail): extraction through the skeleton gives exactly what the plain parser gives,
+"""The lean pre-pass (ingest.mime.rawmail): extraction through the skeleton gives exactly what the plain parser gives,
 for every sample and hostile message, for generated messages, and for messages held in a temporary file."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from ingest import extraction, rawmail
 from ingest.config import ImapAccount
-from ingest.mailbox.mime import MimeMailItem
+from ingest.mime import b64, rawmail, walk
+from ingest.mime.headers import parse_headers
+from ingest.mime.item import MimeMailItem
+from ingest.mime.rawmail import RawMail, lean_message
 from ingest.model import BlobWriter, BytesBlob, FileBlob
-from ingest.rawmail import RawMail, lean_message
 from tests import samples
 from tests.hostile import corpus
 
@@ -36,7 +37,7 @@ def account(import_: str = "attachments", **filters: Any) -> ImapAccount:
 
 
 def summary(raw: bytes | RawMail, options: ImapAccount) -> tuple[list[tuple[str, ...]], list[tuple[object, ...]]]:
-    result = extraction.extract_from_mime(raw, options)
+    result = walk.extract_from_mime(raw, options)
     documents = [(d.filename, d.content_type, d.key, hashlib.sha256(d.content).hexdigest()) for d in result.documents]
     skipped = [(s.filename, s.reason, s.damaged) for s in result.skipped]
     return documents, skipped
@@ -44,12 +45,12 @@ def summary(raw: bytes | RawMail, options: ImapAccount) -> tuple[list[tuple[str,
 
 def plain_parser(monkeypatch: pytest.MonkeyPatch) -> None:
     """Extraction without the pre-pass: the skeleton is the message itself."""
-    monkeypatch.setattr(extraction, "lean_message", lambda mail: rawmail.LeanMessage(mail.read(), mail.blob))
+    monkeypatch.setattr(walk, "lean_message", lambda mail: rawmail.LeanMessage(mail.read(), mail.blob))
 
 
 def every_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pre-pass cutting every clean run, however short, so the small samples exercise it."""
-    monkeypatch.setattr(extraction, "lean_message", lambda mail: lean_message(mail, min_run=1))
+    monkeypatch.setattr(walk, "lean_message", lambda mail: lean_message(mail, min_run=1))
 
 
 def _sample_messages() -> list[tuple[str, bytes]]:
@@ -209,7 +210,7 @@ def test_big_decoded_parts_spill_to_temporary_files(monkeypatch: pytest.MonkeyPa
     message["From"] = "a@example.com"
     message.set_content("x\n")
     message.add_attachment(data, "application", "pdf", filename="big.pdf")
-    result = extraction.extract_from_mime(message.as_bytes(policy=SMTP), account())
+    result = walk.extract_from_mime(message.as_bytes(policy=SMTP), account())
     [document] = result.documents
     assert isinstance(document.blob, FileBlob) and document.size == len(data)
     with document.open() as reader:
@@ -222,15 +223,15 @@ def test_big_decoded_parts_spill_to_temporary_files(monkeypatch: pytest.MonkeyPa
 
 def test_header_block_parses_as_the_whole_message() -> None:
     for _name, raw in MESSAGES:
-        assert extraction.parse_headers(RawMail(BytesBlob(raw)).header_block()) == extraction.parse_headers(raw)
+        assert parse_headers(RawMail(BytesBlob(raw)).header_block()) == parse_headers(raw)
 
 
 @pytest.fixture(params=["pybase64", "binascii"])
 def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both base64 decoders: pybase64 when installed, and the standard library it falls back to."""
     if request.param == "binascii":
-        monkeypatch.setattr(rawmail, "_pybase64", None)
-    elif rawmail._pybase64 is None:
+        monkeypatch.setattr(b64, "_pybase64", None)
+    elif b64._pybase64 is None:
         pytest.skip("pybase64 is not installed")
     return str(request.param)
 

@@ -14,7 +14,7 @@ import yaml
 
 from ingest.config import Rule, load_config
 from ingest.errors import ConfigError
-from ingest.mailbox.mime import MimeMailItem
+from ingest.mime.item import MimeMailItem
 from ingest.rules import decide
 
 from .mail import invoice_mail, pdf_bytes

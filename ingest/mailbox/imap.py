@@ -20,14 +20,14 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from .. import model
 from ..config import ImapAccount
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
-from ..extraction import parse_headers
+from ..mime.headers import parse_headers
+from ..mime.item import MimeMailItem
 from ..model import BlobWriter, FileBlob, MessageRef, too_big
 from ..tls import client_context
 from . import imap_providers, imap_sections
 from ._errors import IMAP_NETWORK_ERRORS, close_quietly, describe, server_text, throttled
 from .base import Outcome
 from .imap_folder_session import SessionFolders
-from .mime import MimeMailItem
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from typing import cast
 from .. import model
 from ..config import Pop3Account
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
-from ..extraction import parse_headers
+from ..mime.headers import parse_headers
+from ..mime.item import MimeMailItem
 from ..model import BlobWriter, MessageRef, too_big
 from ..tls import client_context
 from ._errors import close_quietly, describe, server_text
 from .base import Outcome
-from .mime import MimeMailItem
 
 log = logging.getLogger(__name__)
 

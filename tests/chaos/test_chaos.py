@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 
 from ingest.config import load_config
-from ingest.extraction import extract_from_mime, message_identity, parse_headers
 from ingest.mailbox.pop3 import uidl_of
+from ingest.mime.headers import message_identity, parse_headers
+from ingest.mime.walk import extract_from_mime
 from ingest.model import custom_doc_id
 from ingest.state.sqlite import SqliteStateStore
 from tests.security.secret_scan import observe

@@ -8,7 +8,7 @@ and fail the same way; settling it as processed would lose the damaged document 
 from __future__ import annotations
 
 from ingest.config import ImapAccount
-from ingest.extraction import extract_from_mime
+from ingest.mime.walk import extract_from_mime
 from ingest.state.sqlite import SqliteStateStore
 from tests import samples
 from tests.mail import invoice_mail

@@ -16,9 +16,11 @@ from collections import Counter
 
 import pytest
 
-from ingest.extraction import MAX_DOCUMENTS_PER_MESSAGE, extract_from_mime, message_identity, parse_headers
-from ingest.filenames import MAX_FILENAME_BYTES, sanitise_filename
 from ingest.mailbox.pop3 import uidl_of
+from ingest.mime.filenames import MAX_FILENAME_BYTES, sanitise_filename
+from ingest.mime.headers import message_identity, parse_headers
+from ingest.mime.parts import MAX_DOCUMENTS_PER_MESSAGE
+from ingest.mime.walk import extract_from_mime
 from ingest.model import custom_doc_id
 from ingest.state.sqlite import SqliteStateStore
 from tests.hostile.corpus import Case, cases

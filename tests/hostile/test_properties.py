@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.config import ImapAccount
-from ingest.extraction import extract_from_mime
-from ingest.filenames import sanitise_filename
+from ingest.mime.filenames import sanitise_filename
+from ingest.mime.walk import extract_from_mime
 
 ACCOUNT = ImapAccount(name="p", type="imap", host="127.0.0.1", username="u", password_secret="p")
 TYPES = ["application/pdf", "application/octet-stream", "application/xml", "image/png", "application/zip", "text/csv"]

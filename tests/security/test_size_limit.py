@@ -9,8 +9,8 @@ import re
 import pytest
 
 from ingest.config import ImapAccount
-from ingest.extraction import extract_from_mime
 from ingest.mailbox.imap import ImapMailbox
+from ingest.mime.walk import extract_from_mime
 from tests import samples
 from tests.hostile.corpus import TEXT, attachment, cases, multipart
 from tests.mail import invoice_mail, pdf_bytes

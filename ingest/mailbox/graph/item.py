@@ -1,12 +1,12 @@
 """One Graph message read as documents (:class:`GraphMailItem`).
 
-File attachments become :class:`~ingest.extraction.Candidate` objects: the small ones fetched ahead
+File attachments become :class:`~ingest.mime.parts.Candidate` objects: the small ones fetched ahead
 (:mod:`.fetch`), bigger ones streamed from ``/attachments/{id}/$value`` into memory or a temporary file only when
 extraction asks for them, never beyond the account's size limit (one listed well above it is not downloaded at all).
 A winmail.dat is unpacked as over IMAP. An attached mail (item attachment) is downloaded as MIME and goes through
-:func:`~ingest.extraction.extract_from_mime` exactly as an attached message/rfc822 part of an IMAP message: the .eml
+:func:`~ingest.mime.walk.extract_from_mime` exactly as an attached message/rfc822 part of an IMAP message: the .eml
 and its own attachments. A reference attachment (a cloud link) is reported as skipped. ``import: message|both``
-reads the message's MIME instead. The one selection path (:func:`~ingest.extraction.select_documents`) decides
+reads the message's MIME instead. The one selection path (:func:`~ingest.mime.selection.select_documents`) decides
 inline images, names and filters.
 """
 
@@ -21,20 +21,14 @@ from urllib.parse import quote
 from ... import model
 from ...config import Filters
 from ...errors import IngestError, UnreadableMessage
-from ...extraction import (
-    FORWARDED_STEM,
-    MAX_TNEF_BYTES,
-    TNEF_TYPES,
-    Candidate,
-    extract_from_mime,
-    is_tnef_part,
-    message_identity,
-    select_documents,
-    tnef_candidates,
-)
 from ...mailbody import read_body
+from ...mime.headers import message_identity
+from ...mime.parts import FORWARDED_STEM, MAX_TNEF_BYTES, TNEF_TYPES, Candidate
+from ...mime.rawmail import RawMail
+from ...mime.selection import select_documents
+from ...mime.tnef import is_tnef_part, tnef_candidates
+from ...mime.walk import extract_from_mime
 from ...model import Blob, BlobWriter, Extraction, SkippedPart
-from ...rawmail import RawMail
 from ...rules import MessageFacts
 from ..base import ExtractionOptions
 from .fetch import GraphFetchAhead

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import filetype
 
-from .model import Blob
+from ..model import Blob
 
 logger = logging.getLogger(__name__)
 

@@ -1,19 +1,23 @@
 """A message fetched whole as RFC 822 bytes (IMAP, POP3): one extraction path for both.
 
-The bytes are in memory, or in a temporary file for a big message (see :class:`~ingest.rawmail.RawMail`).
+The bytes are in memory, or in a temporary file for a big message (see :class:`~ingest.mime.rawmail.RawMail`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from ..extraction import extract_from_mime, message_identity, parse_headers
 from ..mailbody import attachment_names, read_body, recipients
 from ..model import Blob, Extraction, MessageHeaders
-from ..rawmail import RawMail
 from ..rules import MessageFacts
-from .base import ExtractionOptions
+from .headers import message_identity, parse_headers
+from .rawmail import RawMail
+from .walk import extract_from_mime
+
+if TYPE_CHECKING:
+    from ..ports import ExtractionOptions
 
 
 class MimeMailItem:

@@ -15,10 +15,10 @@ Only runs that start right after a blank line and end before a line that starts 
 at blank lines, or at the end of the message are cut, and only when every line is ``[A-Za-z0-9+/=]+`` and CRLF.
 
 Base64 is decoded by ``pybase64`` (SIMD: ~75 µs for a 200 KB attachment, against ~800 µs for ``binascii``, which
-was the largest single cost of a mail) when it is installed, else by ``binascii``; ``tests/test_rawmail.py`` runs
-its equivalence checks with both. A run of a message in memory whose lines are of one width is checked by
-decoding it (:meth:`_View.decoded_run`), and the part later gets those bytes: one pass over the run instead of
-three (check, strip the line ends, decode).
+was the largest single cost of a mail) when it is installed, else by ``binascii`` (:mod:`ingest.mime.b64`);
+``tests/test_rawmail.py`` runs its equivalence checks with both. A run of a message in memory whose lines are of
+one width is checked by decoding it (:meth:`_View.decoded_run`), and the part later gets those bytes: one pass over
+the run instead of three (check, strip the line ends, decode).
 """
 
 from __future__ import annotations
@@ -29,34 +29,10 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import BinaryIO
 
-from .model import Blob, BlobWriter, BytesBlob
-
-_pybase64: ModuleType | None
-try:
-    import pybase64 as _pybase64
-except ImportError:  # pragma: no cover - pybase64 is in requirements.txt; the standard library does it slower
-    _pybase64 = None
-
-
-def _b64decode_strict(data: bytes | memoryview) -> bytes:
-    """Decode base64 text of the alphabet only (length a multiple of four, padding at the end); binascii.Error
-    for anything else."""
-    if _pybase64 is not None:
-        return _pybase64.b64decode(data, validate=True)
-    return binascii.a2b_base64(data, strict_mode=True)
-
-
-def _b64decode_lines(data: bytes | memoryview) -> bytes:
-    """Decode base64 text that may hold line ends, which are skipped. Only for text known to be clean base64
-    lines (characters of the alphabet and CRLF, padding at the very end, a multiple of four characters): then it
-    gives exactly what :func:`_b64decode_strict` gives for the text without its line ends, without that copy."""
-    if _pybase64 is not None:
-        return _pybase64.b64decode(data)
-    return binascii.a2b_base64(data)
-
+from ..model import Blob, BlobWriter, BytesBlob
+from .b64 import b64decode_lines, decode_base64
 
 RUN_MIN_BYTES = 16 * 1024  # shorter runs stay in the skeleton: the parser handles them quickly enough
 HEADER_BLOCK_LIMIT = 1024 * 1024  # a header block longer than this is cut here (parse_headers reads no further)
@@ -141,7 +117,7 @@ class LeanMessage:
         if encoding == "base64":
             blob = self._decode_one_run(pieces)
             if blob is None:
-                blob = _decode_base64(self._chunks(pieces))
+                blob = decode_base64(self._chunks(pieces))
             if blob is not None:
                 return blob
         elif encoding not in _IDENTITY_ENCODINGS_EXCLUDED:
@@ -213,7 +189,7 @@ class LeanMessage:
         ):
             return None
         try:
-            decoded = _b64decode_lines(memoryview(data)[start:end])
+            decoded = b64decode_lines(memoryview(data)[start:end])
         except (binascii.Error, ValueError):
             return None
         writer = BlobWriter()
@@ -400,7 +376,7 @@ class _View:
             if padded not in (b"=", b"=="):
                 return None
         try:
-            decoded = _b64decode_lines(memoryview(data)[start:end])
+            decoded = b64decode_lines(memoryview(data)[start:end])
         except (binascii.Error, ValueError):
             return None
         if len(decoded) != characters // 4 * 3 - len(padded):
@@ -475,34 +451,3 @@ def _range_chunks(blob: Blob, start: int, end: int) -> Iterator[bytes]:
 
 def _read_range(blob: Blob, start: int, end: int) -> bytes:
     return b"".join(_range_chunks(blob, start, end))
-
-
-def _decode_base64(chunks: Iterator[bytes]) -> Blob | None:
-    """The bytes the parser's base64 decoding gives, when the text is clean base64 (characters of the alphabet,
-    its length a multiple of four, padding only at the very end); None for anything else."""
-    writer = BlobWriter()
-    try:
-        carry = b""
-        padded = False
-        for chunk in chunks:
-            data = carry + chunk.replace(b"\r", b"").replace(b"\n", b"")
-            if not data:
-                continue
-            if padded:
-                raise binascii.Error("text after the padding")
-            whole = len(data) - len(data) % 4
-            carry = data[whole:]
-            if not whole:
-                continue
-            padding = data.find(b"=", 0, whole)
-            if padding >= 0:
-                if padding < whole - 2 or carry:
-                    raise binascii.Error("padding before the end")
-                padded = True
-            writer.write(_b64decode_strict(data if whole == len(data) else memoryview(data)[:whole]))
-        if carry:
-            raise binascii.Error("not a multiple of four characters")  # the parser pads it and notes a defect
-    except (binascii.Error, ValueError):
-        writer.abort()
-        return None
-    return writer.finish()
