@@ -73,7 +73,7 @@ def extract_from_mime(
     refuses them without reading them.
 
     ``raw`` may be held in a temporary file (a Blob or RawMail): long base64 bodies are then decoded from it
-    straight into temporary files, never whole in memory (see :mod:`ingest.rawmail`).
+    straight into temporary files, never whole in memory (see :mod:`ingest.mime.rawmail`).
     """
     mail = RawMail.of(raw)
     candidates: list[Candidate] = []
