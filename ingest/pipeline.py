@@ -14,10 +14,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from functools import partial
 
-from .attempts import CRASH_REASON, ReadingMarks
-from .bodypdf import body_document
+from .attempts import ReadingMarks
 from .config import AnyAccount, Config
-from .dedupe import ContentIndex
 from .errors import (
     AccountBusy,
     AccountError,
@@ -30,38 +28,25 @@ from .errors import (
     UnreadableMessage,
 )
 from .filters import message_passes_filters
-from .flight import Flight, MessageInFlight, PendingUpload, upload_pool
-from .mime.parts import MAX_DOCUMENTS_PER_MESSAGE
-from .model import MessageHeaders, MessageRef, SkippedPart, UploadMetadata, custom_doc_id
+from .flight import Flight, MessageInFlight, upload_pool
+from .model import MessageHeaders, MessageRef
 from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
+from .outcomes import count_failure, fail_unread, record_run
+from .planning import UploadPlanner, damage
 from .ports import (
     AccountLock,
     Doc2Uploader,
     HeldLock,
     Mailbox,
-    MailItem,
-    MessageInfo,
     RemembersSettledMail,
-    RunRecord,
     Settlement,
     StateStore,
 )
 from .progress import Progress
-from .report import (
-    MAX_SKIPPED_LISTED,
-    AccountReport,
-    MessageProblem,
-    PlannedDocument,
-    Routing,
-    RunReport,
-    SkippedDocument,
-)
-from .rules import Decision, decide
+from .report import AccountReport, MessageProblem, RunReport
 from .tempfiles import sweep_stale as sweep_stale_temp_files
 
 log = logging.getLogger(__name__)
-
-_SKIPPED_LOGGED = 20  # parts not uploaded, logged one by one per message
 
 # Uploads of different messages overlap while the next messages are read (ingest.flight): one pool of
 # doc2.max_concurrent_uploads per run, shared by its accounts, which run one after another.
@@ -89,7 +74,7 @@ class Pipeline:
         self._clock = clock
         self._uploads: ThreadPoolExecutor | None = None  # the run's upload pool (per DOC²)
         self._health = Doc2Health()  # uploads DOC² accepted in this run: whose fault a DOC² failure is
-        self._contents = ContentIndex(config, state)  # dedupe: content
+        self._planner = UploadPlanner(config, state, clock)  # routing, and what of a message goes to DOC²
         self._lock: AccountLock = HeldLock()  # the account lock of the account being run: checked before each move
         self._marks: ReadingMarks | None = None  # "attempt started" of the account being run (ingest.attempts)
         self._crashed: tuple[str, int] | None = None  # the message an earlier run died on, and its attempts
@@ -155,7 +140,7 @@ class Pipeline:
             report.outcome = "failed"  # the run went through, but some of its mail did not
         report.duration_seconds = time.monotonic() - started
         if not dry_run and report.outcome != "busy":
-            self._record_run(report, started_at)
+            record_run(self.state, report, started_at)
         self.progress.account_finished(account.name, report.outcome)
         log.info(
             "account %s: %s; seen %d, imported %d, documents uploaded %d, failed %d, deferred %d",
@@ -168,27 +153,6 @@ class Pipeline:
             report.messages_deferred,
         )
         return report
-
-    def _record_run(self, report: AccountReport, started_at: datetime) -> None:
-        """The run's outcome and counts for ``status``; a state store that cannot take it does not fail the run."""
-        counts = {
-            key: value
-            for key, value in vars(report).items()
-            if isinstance(value, int) and key.startswith(("messages_", "documents_"))
-        }
-        run = RunRecord(
-            report.account,
-            report.type,
-            started_at.isoformat(timespec="seconds"),
-            datetime.now(UTC).isoformat(timespec="seconds"),
-            report.outcome,
-            counts,
-            report.error,
-        )
-        try:
-            report.failures_in_a_row = self.state.record_run(run).failures_in_a_row
-        except IngestError as err:
-            log.warning("account %s: the run's outcome could not be recorded: %s", report.account, err)
 
     def _process_mailbox(
         self, account: AnyAccount, doc2: Doc2Uploader | None, report: AccountReport, *, dry_run: bool
@@ -261,7 +225,9 @@ class Pipeline:
                 stop, left = flight.doc2_down, len(refs) - index
                 break
             if self._crashed is not None and ref.key == self._crashed[0] and self._crashed[1] >= account.max_attempts:
-                self._fail_unread(account, mailbox, ref, report, self._crashed[1])  # it would kill this run too
+                fail_unread(
+                    self.state, self._lock, account, mailbox, ref, report, self._crashed[1]
+                )  # it would kill this run too
                 continue
             if self._deadline is not None and time.monotonic() > self._deadline:
                 report.messages_deferred += len(refs) - index
@@ -337,7 +303,7 @@ class Pipeline:
                 report.messages_skipped_by_filter += 1
                 item.close()
                 return
-            decision = self._route(account, ref, item, report, where, dry_run=dry_run)
+            decision = self._planner.route(account, ref, item, report, where, dry_run=dry_run)
             if decision.skip:
                 report.messages_seen -= 1
                 report.messages_skipped_by_rule += 1
@@ -346,11 +312,11 @@ class Pipeline:
                 return
             if flight is not None:
                 flight.wait_for(identity)  # a copy of a message still in flight: plan it once that one is recorded
-            work = self._plan_uploads(account, ref, item, report, where, decision, dry_run=dry_run or flight is None)
+            work = self._planner.plan(account, ref, item, report, where, decision, dry_run=dry_run or flight is None)
             if dry_run or flight is None:
                 work.close()
                 if work.damaged:
-                    raise _damage(work, dry_run=True)
+                    raise damage(work, dry_run=True)
                 return
         except Exception as err:  # noqa: BLE001 - every failure is dispatched (and logged once) below
             if ref.key not in self._headers:
@@ -361,18 +327,6 @@ class Pipeline:
             if marks is not None:
                 marks.end()
         flight.start(work)
-
-    def _fail_unread(
-        self, account: AnyAccount, mailbox: Mailbox, ref: MessageRef, report: AccountReport, n: int
-    ) -> None:
-        """A message earlier runs died on ``n`` >= max_attempts times: to the failed folder without reading it."""
-        self._lock.check()
-        mailbox.settle(ref, "failed")
-        self.state.record_settled(account.name, ref.key, None, "failed", CRASH_REASON)
-        report.messages_seen += 1
-        report.messages_moved_to_failed += 1
-        report.problems.append(MessageProblem(ref.key, f"attempt {n}/{account.max_attempts}: {CRASH_REASON}", True))
-        log.error("account %s message %s: moved to the failed folder unread: %s", account.name, ref.key, CRASH_REASON)
 
     def _message_failed(
         self,
@@ -387,6 +341,7 @@ class Pipeline:
         dry_run: bool = False,
     ) -> None:
         """Count a failed attempt of one message (or not), as its failure calls for; re-raise what stops the run."""
+        headers = self._headers.get(ref.key) or ref.headers  # as read, else as listed
         if isinstance(err, (AccountError, ConnectionLost, Doc2Unavailable, OutOfTime)):
             raise err  # not this message's fault (whose a DOC² failure is, ingest.outage decides): nothing counted
         if isinstance(err, UnreadableMessage):
@@ -394,105 +349,19 @@ class Pipeline:
             if dry_run:
                 report.problems.append(MessageProblem(ref.key, str(err)))
                 return
-            self._count_failure(account, mailbox, ref, identity, report, where, str(err), final=True)
+            count_failure(
+                self.state, self._lock, account, mailbox, ref, identity, headers, report, where, str(err), final=True
+            )
         elif isinstance(err, IngestError):
             if dry_run:
                 report.problems.append(MessageProblem(ref.key, str(err)))
                 return
-            self._count_failure(account, mailbox, ref, identity, report, where, str(err))
+            count_failure(self.state, self._lock, account, mailbox, ref, identity, headers, report, where, str(err))
         else:
             log.error("%s: unexpected error", where, exc_info=err)
             if not dry_run:
-                self._count_failure(
-                    account, mailbox, ref, identity, report, where, f"unexpected {type(err).__name__}: {err}"
-                )
-
-    def _route(
-        self, account: AnyAccount, ref: MessageRef, item: MailItem, report: AccountReport, where: str, *, dry_run: bool
-    ) -> Decision:
-        """The routing rule that decides for this message (ingest.rules), counted in the report."""
-        if not account.rules:
-            return Decision(None, account.source)
-        decision = decide(account.rules, account.source, item.facts())
-        if decision.rule is not None:
-            report.rules[decision.rule] = report.rules.get(decision.rule, 0) + 1
-            log.info("%s: rule %r%s", where, decision.rule, " says skip: left in place" if decision.skip else "")
-        if dry_run:
-            report.routing.append(Routing(ref.key, item.headers.subject[:80], decision.rule, decision.skip))
-        return decision
-
-    def _plan_uploads(
-        self,
-        account: AnyAccount,
-        ref: MessageRef,
-        item: MailItem,
-        report: AccountReport,
-        where: str,
-        decision: Decision,
-        *,
-        dry_run: bool,
-    ) -> MessageInFlight:
-        """The documents of a message not yet in DOC², each with its custom_doc_id and metadata."""
-        extraction = item.extract(account)
-        work = MessageInFlight(ref, item, item.identity, where, extraction)
-        if account.body_to_pdf == "always" or (account.body_to_pdf == "when_no_documents" and not extraction.documents):
-            try:
-                body = body_document(item.facts().body, item.headers)
-            except BaseException:
-                work.close()
-                raise
-            if body is not None:
-                extraction.documents.append(body)
-        _report_skipped(report, ref, extraction.skipped, where)
-        if extraction.too_many or len(extraction.documents) > MAX_DOCUMENTS_PER_MESSAGE:
-            work.close()
-            raise UnreadableMessage(
-                f"more than {MAX_DOCUMENTS_PER_MESSAGE} documents in one message: "
-                "nothing uploaded; check the message by hand"
-            )
-        work.damaged = [part for part in extraction.skipped if part.damaged]
-        done = self.state.uploaded(account.name, item.identity)
-        headers = item.headers
-        for document in extraction.documents:
-            doc_id = custom_doc_id(account.name, item.identity, document.key)
-            if doc_id in done:
-                report.documents_already_in_doc2 += 1
-                continue
-            now = self._clock()
-            check = self._contents.check(account, item.identity, document, doc_id, now)
-            if check.original is not None:
-                self._contents.skip(
-                    account, report, ref.key, item.identity, document, doc_id, check.original, dry_run=dry_run
-                )
-                continue
-            if check.digest is not None:
-                self._contents.started(account, item.identity, document, doc_id, check.digest, now)
-            if dry_run:
-                report.planned.append(
-                    PlannedDocument(
-                        ref.key,
-                        document.filename,
-                        document.content_type,
-                        document.size,
-                        decision.source,
-                        decision.rule,
-                        headers.sender,
-                        headers.subject,
-                        headers.received.isoformat() if headers.received else None,
-                    )
-                )
-                continue
-            metadata = UploadMetadata(
-                custom_doc_id=doc_id,
-                email_from=headers.sender,
-                email_subject=headers.subject,
-                email_received=headers.received.isoformat() if headers.received else None,
-                email_message_id=headers.message_id,
-                mailbox=account.name,
-                extra=decision.metadata,
-            )
-            work.uploads.append(PendingUpload(document, metadata, decision.source, check.digest))
-        return work
+                error = f"unexpected {type(err).__name__}: {err}"
+                count_failure(self.state, self._lock, account, mailbox, ref, identity, headers, report, where, error)
 
     def _complete(
         self,
@@ -538,7 +407,7 @@ class Pipeline:
             self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, err)
             return False
         if work.damaged:
-            self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, _damage(work))
+            self._message_failed(account, mailbox, work.ref, work.identity, report, work.where, damage(work))
             return False
         return True
 
@@ -592,61 +461,6 @@ class Pipeline:
         stops = [error for error in not_moved.values() if isinstance(error, (AccountError, ConnectionLost))]
         return min(stops, key=_seriousness) if stops else None
 
-    def _count_failure(
-        self,
-        account: AnyAccount,
-        mailbox: Mailbox,
-        ref: MessageRef,
-        identity: str | None,
-        report: AccountReport,
-        where: str,
-        error: str,
-        *,
-        final: bool = False,
-    ) -> None:
-        attempts = self.state.record_failure(account.name, ref.key, identity, error)
-        headers = self._headers.get(ref.key) or ref.headers
-        if headers is not None:  # for `failed`, and for retry to find the message again
-            info = MessageInfo(
-                headers.sender,
-                headers.subject,
-                headers.received.isoformat() if headers.received else None,
-                headers.message_id,
-            )
-            try:
-                self.state.record_message_info(account.name, ref.key, info)
-            except IngestError as err:  # `failed` then shows the message without sender and subject
-                log.warning("%s: sender and subject not recorded: %s", where, err)
-        report.messages_failed += 1
-        prefix = "not retried" if final else f"attempt {attempts}/{account.max_attempts}"
-        problem = MessageProblem(ref.key, f"{prefix}: {error}")
-        report.problems.append(problem)
-        log.warning("%s: %s failed: %s", where, prefix, error)
-        if attempts < account.max_attempts and not final:
-            return
-        self._lock.check()
-        try:
-            mailbox.settle(ref, "failed")
-        except IngestError as err:
-            log.error("%s: could not move to the failed folder: %s", where, err)
-            return
-        self.state.record_settled(account.name, ref.key, identity, "failed", error)
-        problem.moved_to_failed = True
-        report.messages_moved_to_failed += 1
-        log.error("%s: moved to the failed folder %r after %d attempt(s)", where, account.failed_folder, attempts)
-
-
-def _report_skipped(report: AccountReport, ref: MessageRef, parts: list[SkippedPart], where: str) -> None:
-    """Every part not uploaded is counted, logged with its reason and (up to a limit) listed in the report."""
-    report.documents_skipped += len(parts)
-    for number, part in enumerate(parts):
-        if number < _SKIPPED_LOGGED:
-            log.info("%s: %s not uploaded: %s", where, part.filename, part.reason)
-        elif number == _SKIPPED_LOGGED:
-            log.info("%s: %d more parts not uploaded", where, len(parts) - number)
-        if len(report.skipped) < MAX_SKIPPED_LISTED:
-            report.skipped.append(SkippedDocument(ref.key, part.filename, part.reason))
-
 
 def _account_failed(account: AnyAccount, error: str) -> AccountReport:
     return AccountReport(account=account.name, type=account.type, outcome="account_failed", error=error)
@@ -664,17 +478,3 @@ def _seriousness(err: BaseException) -> int:
     if isinstance(err, IngestError):
         return 3
     return 4 if isinstance(err, Exception) else -1
-
-
-def _damage(work: MessageInFlight, *, dry_run: bool = False) -> UnreadableMessage:
-    # Never settle as processed with a document missing: the readable ones are in DOC² now (and recorded, so a
-    # later attempt does not upload them again); the message itself goes to the failed folder.
-    damaged = work.damaged
-    listed = "; ".join(f"{part.filename}: {part.reason}" for part in damaged[:5])
-    more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
-    if dry_run:
-        return UnreadableMessage(f"{len(damaged)} part(s) could not be read ({listed}{more})")
-    return UnreadableMessage(
-        f"{len(damaged)} part(s) could not be read ({listed}{more}); "
-        f"{len(work.extraction.documents)} readable document(s) of it are in DOC²"
-    )
