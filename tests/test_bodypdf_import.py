@@ -9,12 +9,12 @@ from pathlib import Path
 from pypdf import PdfReader
 
 from tests.support.doc2_server import Doc2Server
+from tests.support.graph_import import run_graph_import
 from tests.support.microsoft import MicrosoftCloud, pdf
 
 from .bodies import GERMAN_HTML, hostile_html, html_mail, invoice_html
 from .mail import pdf_bytes
 from .test_bodypdf import recorder  # noqa: F401 - the fixture
-from .test_rules_import import run_graph
 
 BODY_ONLY = html_mail(GERMAN_HTML, subject="Rechnung ohne Anhang")
 WITH_ATTACHMENT = html_mail(
@@ -92,7 +92,7 @@ def test_graph_body_to_pdf(cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_p
         attachments=[FileAttachment("rechnung.pdf", pdf(), "application/pdf")],
     )
 
-    report = run_graph(cloud, doc2_server, tmp_path, body_to_pdf="when_no_documents").accounts[0]
+    report = run_graph_import(cloud, doc2_server, tmp_path, body_to_pdf="when_no_documents").accounts[0]
 
     assert report.outcome == "ok", report.error
     assert sorted(u.filename for u in doc2_server.uploads) == ["Rechnung ohne Anhang.pdf", "rechnung.pdf"]

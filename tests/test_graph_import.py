@@ -6,37 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from ingest.config import parse_config
-from ingest.service import run_import
-from ingest.settings import Settings
 from ingest.state import open_state_store
-from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server
+from tests.support.doc2_server import Doc2Server
+from tests.support.graph_import import run_graph_import
 from tests.support.graph_server import FileAttachment, ItemAttachment, ReferenceAttachment
-from tests.support.microsoft import PNG, DictSecrets, MicrosoftCloud, mail_with_attachment, pdf
+from tests.support.microsoft import PNG, MicrosoftCloud, mail_with_attachment, pdf
 
 START = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
-
-
-def _run(cloud: MicrosoftCloud, doc2: Doc2Server, tmp_path: Path):  # type: ignore[no-untyped-def]
-    account = cloud.account().model_dump(mode="json", by_alias=True, exclude_none=True)
-    data = {
-        "doc2": {"base_url": doc2.url, "ca_file": str(cloud.ca.ca_cert)},
-        "accounts": [account],
-    }
-    config = parse_config(data, tmp_path / "accounts.yaml")
-    settings = Settings.from_environ(
-        {
-            "AUTHORITY_HOST": cloud.entra.base_url,
-            "GRAPH_ENDPOINT": cloud.graph.endpoint,
-            "INGEST_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
-        }
-    )
-    secrets = DictSecrets(cloud.secrets | {"doc2-api-key": DEFAULT_API_KEY})
-    state = open_state_store(settings.state_url)
-    try:
-        return run_import(settings, config, secrets=secrets, state=state)
-    finally:
-        state.close()
 
 
 def test_120_mails_over_three_pages_are_imported_once_and_moved(
@@ -62,7 +38,7 @@ def test_120_mails_over_three_pages_are_imported_once_and_moved(
             subject=f"Invoice {number:03d}", received=START + dt.timedelta(minutes=number), attachments=attachments
         )
 
-    report = _run(cloud, doc2_server, tmp_path)
+    report = run_graph_import(cloud, doc2_server, tmp_path)
 
     (account,) = report.accounts
     assert account.error is None, account.error
@@ -86,7 +62,7 @@ def test_failed_move_after_upload_is_not_uploaded_again(
         )
     cloud.graph.inject(503, retry_after=None, times=None, path_contains="/move")  # Graph fails after the upload
 
-    first = _run(cloud, doc2_server, tmp_path)
+    first = run_graph_import(cloud, doc2_server, tmp_path)
 
     assert first.accounts[0].outcome == "partial"
     assert "503" in (first.accounts[0].error or "")
@@ -95,7 +71,7 @@ def test_failed_move_after_upload_is_not_uploaded_again(
     assert len(cloud.mailbox.messages_in("Inbox")) == 3
 
     cloud.graph.faults.clear()
-    second = _run(cloud, doc2_server, tmp_path)
+    second = run_graph_import(cloud, doc2_server, tmp_path)
 
     assert second.accounts[0].error is None
     assert second.accounts[0].messages_imported == 3
@@ -125,7 +101,7 @@ def test_expanded_listing_imports_every_document_once_in_few_requests_and_at_mos
     cloud.graph.latency_seconds = 0.02
     doc2_server.latency_seconds = 0.05  # uploads overlap the reading of the next messages
 
-    report = _run(cloud, doc2_server, tmp_path)
+    report = run_graph_import(cloud, doc2_server, tmp_path)
 
     (account,) = report.accounts
     assert account.error is None, account.error
@@ -156,7 +132,7 @@ def test_a_move_refused_in_a_batch_is_not_counted_as_done(
     refused = cloud.mailbox.messages_in("Inbox")[2]
     cloud.graph.inject(400, retry_after=None, times=None, path_contains=f"/messages/{refused.immutable_id}/move")
 
-    first = _run(cloud, doc2_server, tmp_path).accounts[0]
+    first = run_graph_import(cloud, doc2_server, tmp_path).accounts[0]
 
     assert first.error is None, first.error
     assert (first.messages_imported, first.messages_deferred, first.documents_uploaded) == (4, 1, 5)
@@ -172,7 +148,7 @@ def test_a_move_refused_in_a_batch_is_not_counted_as_done(
     assert refused.immutable_id not in settled and len(settled) == 4
 
     cloud.graph.faults.clear()
-    second = _run(cloud, doc2_server, tmp_path).accounts[0]
+    second = run_graph_import(cloud, doc2_server, tmp_path).accounts[0]
 
     assert (second.messages_imported, second.documents_already_in_doc2, second.documents_uploaded) == (1, 1, 0)
     assert len(doc2_server.uploads) == 5

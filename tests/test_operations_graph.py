@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from ingest.config import Config, parse_config
+from ingest.config import Config
 from ingest.operations import account_status, failed_messages, retry_failed
 from ingest.service import run_import
-from ingest.settings import Settings
 from ingest.state import StateStore, open_state_store
-from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server, Refuse
+from tests.support.doc2_server import Doc2Server, Refuse
+from tests.support.graph_import import graph_import
 from tests.support.graph_server import FileAttachment
-from tests.support.microsoft import DictSecrets, MicrosoftCloud, pdf
+from tests.support.microsoft import MicrosoftCloud, pdf
 
 
 def test_graph_failed_mail_goes_back_to_the_inbox_and_is_imported(
@@ -26,19 +26,8 @@ def test_graph_failed_mail_goes_back_to_the_inbox_and_is_imported(
             received=received + dt.timedelta(minutes=number),
             attachments=[FileAttachment(f"invoice-{number}.pdf", pdf(), "application/pdf")],
         )
-    account = cloud.account(max_attempts=1).model_dump(mode="json", by_alias=True, exclude_none=True)
-    config = parse_config(
-        {"doc2": {"base_url": doc2_server.url, "ca_file": str(cloud.ca.ca_cert)}, "accounts": [account]},
-        tmp_path / "accounts.yaml",
-    )
-    settings = Settings.from_environ(
-        {
-            "AUTHORITY_HOST": cloud.entra.base_url,
-            "GRAPH_ENDPOINT": cloud.graph.endpoint,
-            "INGEST_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
-        }
-    )
-    secrets = DictSecrets(cloud.secrets | {"doc2-api-key": DEFAULT_API_KEY})
+    wired = graph_import(cloud, doc2_server, tmp_path, max_attempts=1)
+    config, settings, secrets = wired.config, wired.settings, wired.secrets
     state = open_state_store(settings.state_url)
 
     def run() -> str:

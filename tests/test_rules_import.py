@@ -7,13 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ingest.config import parse_config
-from ingest.service import run_import
-from ingest.settings import Settings
-from ingest.state import open_state_store
-from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server
+from tests.support.doc2_server import Doc2Server
+from tests.support.graph_import import run_graph_import
 from tests.support.graph_server import FileAttachment
-from tests.support.microsoft import DictSecrets, MicrosoftCloud, pdf
+from tests.support.microsoft import MicrosoftCloud, pdf
 
 from .mail import invoice_mail
 
@@ -93,25 +90,6 @@ def test_pop3_rules_route_and_skip(scenario) -> None:
     assert len(scenario.messages("INBOX")) == 3
 
 
-def run_graph(cloud: MicrosoftCloud, doc2: Doc2Server, tmp_path: Path, *, dry_run: bool = False, **fields: Any):  # type: ignore[no-untyped-def]
-    account = cloud.account(**fields).model_dump(mode="json", by_alias=True, exclude_none=True)
-    data = {"doc2": {"base_url": doc2.url, "ca_file": str(cloud.ca.ca_cert)}, "accounts": [account]}
-    config = parse_config(data, tmp_path / "accounts.yaml")
-    settings = Settings.from_environ(
-        {
-            "AUTHORITY_HOST": cloud.entra.base_url,
-            "GRAPH_ENDPOINT": cloud.graph.endpoint,
-            "INGEST_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
-        }
-    )
-    secrets = DictSecrets(cloud.secrets | {"doc2-api-key": DEFAULT_API_KEY})
-    state = open_state_store(settings.state_url)
-    try:
-        return run_import(settings, config, secrets=secrets, state=state, dry_run=dry_run)
-    finally:
-        state.close()
-
-
 def test_graph_rules_route_skip_and_match_the_body(cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path):
     box = cloud.mailbox
     box.add_message(
@@ -141,7 +119,7 @@ def test_graph_rules_route_skip_and_match_the_body(cloud: MicrosoftCloud, doc2_s
         "then": {"document_type": "order"},
     }
     rules = [*RULES, by_body]
-    dry = run_graph(cloud, doc2_server, tmp_path, dry_run=True, rules=rules).accounts[0]
+    dry = run_graph_import(cloud, doc2_server, tmp_path, dry_run=True, rules=rules).accounts[0]
     assert {r.subject: r.rule for r in dry.routing} == {
         "Rechnung 1": "supplier-x",
         "Invoice 2": None,
@@ -150,7 +128,7 @@ def test_graph_rules_route_skip_and_match_the_body(cloud: MicrosoftCloud, doc2_s
     }
     body_downloads = cloud.graph.count("GET", "/$value")
 
-    report = run_graph(cloud, doc2_server, tmp_path, rules=rules).accounts[0]
+    report = run_graph_import(cloud, doc2_server, tmp_path, rules=rules).accounts[0]
     assert report.outcome == "ok", report.error
     assert report.rules == {"supplier-x": 1, "newsletters": 1, "orders": 1}
     by_name = {upload.filename: upload for upload in doc2_server.uploads}
