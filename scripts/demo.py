@@ -56,16 +56,26 @@ accounts:
     return path
 
 
+def demo_settings(config: Path) -> dict[str, str]:
+    """What the demo's commands need besides secrets: its accounts file and its own state store."""
+    return {"INGEST_CONFIG": str(config), "INGEST_STATE_URL": f"sqlite:///{DEMO_DIR / 'state.sqlite3'}"}
+
+
 def run_import(config: Path, doc2: Doc2Server, label: str) -> None:
-    env = dict(os.environ)
-    env.update(
-        INGEST_CONFIG=str(config),
-        INGEST_STATE_URL=f"sqlite:///{DEMO_DIR / 'state.sqlite3'}",
-        DOC2_API_KEY=doc2.api_key,
-        DEMO_IMAP_PASSWORD=PASSWORD,
-    )
+    env = dict(os.environ, **demo_settings(config), DOC2_API_KEY=doc2.api_key, DEMO_IMAP_PASSWORD=PASSWORD)
     print(f"\n$ python -m ingest import --quiet   # {label}", flush=True)
     subprocess.run([sys.executable, "-m", "ingest", "import", "--quiet"], cwd=ROOT, env=env, check=False)
+
+
+def status_command(config: Path) -> str:
+    settings = " ".join(f"{name}={value}" for name, value in demo_settings(config).items())
+    return f"{settings} .venv/bin/python -m ingest status"
+
+
+def run_status(config: Path) -> None:
+    print(f"\n$ {status_command(config)}", flush=True)
+    env = dict(os.environ, **demo_settings(config))
+    subprocess.run([sys.executable, "-m", "ingest", "status"], cwd=ROOT, env=env, check=False)
 
 
 def folder_counts(dovecot: Dovecot) -> str:
@@ -95,7 +105,9 @@ def main() -> int:
         run_import(config, doc2, "second pass: nothing new, nothing twice")
         print(f"\nDOC² documents after the second pass: {len(doc2.uploads)} (was {before})")
         ok = len(doc2.uploads) == before and len(dovecot.folder_messages(USER, PASSWORD, "INBOX")) == 0
+        run_status(config)
     print("\ndemo finished: " + ("every mail imported once and moved to Processed" if ok else "SOMETHING WENT WRONG"))
+    print(f"The demo's runs, later: {status_command(config)}")
     print("Next: copy docs/accounts.example.yaml to accounts.yaml, set your secrets, run this command again.")
     return 0 if ok else 1
 
