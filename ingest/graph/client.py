@@ -22,13 +22,16 @@ backed by :class:`ingest.graph.auth.TokenSource`.
 Besides the SDK, :class:`GraphSession` sends JSON batches itself (:meth:`GraphSession.batch`: at most
 :data:`MAX_BATCH` requests each, the requests Graph answered 429/503/504 sent again after their ``Retry-After``) and
 streams downloads into memory or, past :data:`~ingest.model.BLOB_MEMORY_LIMIT`, a temporary file
-(:meth:`GraphSession.download_blob`).
+(:meth:`GraphSession.download_blob`). The request adapter makes these requests too (its public
+``convert_to_native_async``: token, request options), and we send them on the same httpx client, streamed: the
+adapter's own sending reads a body whole, and its models cost milliseconds a message in a listing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import sys
 import threading
@@ -43,8 +46,9 @@ from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
     BaseBearerTokenAuthenticationProvider,
 )
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware import (
-    REQUEST_OPTIONS_KEY,
     BaseMiddleware,
     ParametersNameDecodingHandler,
     RedirectHandler,
@@ -178,11 +182,11 @@ class GraphSession:
         ]
         self.http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
         host = urlsplit(self.base_url).hostname or ""
-        adapter = adapter_type(
+        self._adapter = adapter_type(
             BaseBearerTokenAuthenticationProvider(TokenProvider(self.tokens, host)), client=self.http
         )
-        adapter.base_url = self.base_url
-        return service(request_adapter=adapter)
+        self._adapter.base_url = self.base_url
+        return service(request_adapter=self._adapter)
 
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
         """Runs ``make()`` on the session's loop and waits for its result (or exception)."""
@@ -195,6 +199,22 @@ class GraphSession:
             return await make()
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop)
+
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str] | None = None, body: Any = None
+    ) -> httpx.Request:
+        """A request of our own (download, JSON listing, batch) as msgraph's request adapter makes one, through its
+        public ``convert_to_native_async``: the bearer token from the adapter's authentication provider and the
+        request options that send it through the middleware chain, as for the SDK's own requests. We send it with
+        :attr:`http`, so a download streams: the adapter's ``send_primitive_async(..., "bytes")`` reads it whole."""
+        info = RequestInformation(Method(method))
+        info.url = url
+        for name, value in (headers or {}).items():
+            info.headers.try_add(name, value)
+        if body is not None:
+            info.set_stream_content(json.dumps(body, separators=(",", ":")).encode("utf-8"), "application/json")
+        request: httpx.Request = await self._adapter.convert_to_native_async(info)
+        return request
 
     def download_blob(self, path: str, *, limit: int | None = None, spill: bool = True) -> Blob:
         """GET ``base_url + path`` (``/$value`` of a message or attachment), streamed in chunks, into a
@@ -213,16 +233,7 @@ class GraphSession:
         return writer.finish()
 
     async def _download(self, path: str, limit: int | None, sink: BlobWriter) -> None:
-        token = await asyncio.to_thread(self.tokens.token)
-        request = self.http.build_request(
-            "GET",
-            self.base_url + path,
-            headers={"Authorization": f"Bearer {token}"},
-            # Without request options msgraph's transport skips the whole middleware pipeline; kiota's own
-            # request adapter sends its requests with this same extension.
-            extensions={REQUEST_OPTIONS_KEY: {}},
-        )
-        response = await self.http.send(request, stream=True)
+        response = await self.http.send(await self._request("GET", self.base_url + path), stream=True)
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -257,16 +268,10 @@ class GraphSession:
         headers: dict[str, str] | None = None,
         body: Any = None,
     ) -> Any:
-        token = await asyncio.to_thread(self.tokens.token)
-        request = self.http.build_request(
-            method,
-            self._on_endpoint(url),
-            params=params,
-            json=body,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
-            extensions={REQUEST_OPTIONS_KEY: {}},
+        url = str(httpx.URL(self._on_endpoint(url)).copy_merge_params(params or {}))
+        response = await self.http.send(
+            await self._request(method, url, {"Accept": "application/json", **(headers or {})}, body)
         )
-        response = await self.http.send(request)
         if response.status_code >= 400:
             raise _failure_from_response(response)
         if not response.content:
@@ -371,15 +376,9 @@ class GraphSession:
                 entry["body"] = item.body
                 entry["headers"]["Content-Type"] = "application/json"
             items.append(entry)
-        token = await asyncio.to_thread(self.tokens.token)
-        request = self.http.build_request(
-            "POST",
-            self.base_url + BATCH_PATH,
-            json={"requests": items},
-            headers={"Authorization": f"Bearer {token}"},
-            extensions={REQUEST_OPTIONS_KEY: {}},
+        response = await self.http.send(
+            await self._request("POST", self.base_url + BATCH_PATH, body={"requests": items})
         )
-        response = await self.http.send(request)
         if response.status_code >= 400:
             raise _failure_from_response(response)
         try:
