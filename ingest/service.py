@@ -64,10 +64,14 @@ def open_mailbox(
     state: StateStore,
     deadline: float | None = None,
     dry_run: bool = False,
+    timeout: float | None = None,
 ) -> Mailbox:
     """The adapter for ``account``; a Graph mailbox reads its folder by delta query with its cursor in ``state``,
-    which a dry run reads but never moves on."""
+    which a dry run reads but never moves on. ``timeout`` (TEST LOGIN's) caps the time-out of each request and
+    each wait for a server's answer."""
     if isinstance(account, ImapAccount | Pop3Account):
+        if timeout is not None and timeout < account.timeout_seconds:
+            account = account.model_copy(update={"timeout_seconds": timeout})
         token_source = None
         if account.auth == "xoauth2":
             from .graph.auth import outlook_token_source  # lazy: msal only when needed
@@ -96,6 +100,7 @@ def open_mailbox(
         keep_cursor=not dry_run,
         token_cache=token_cache,
         proxies=settings.proxies,
+        timeout=timeout,
     )
 
 
@@ -187,7 +192,8 @@ class LoginResult:
 
 # TEST LOGIN answers within seconds: a server that does not answer is reported, not waited for as long as an
 # import would wait for a big upload.
-LOGIN_TIMEOUT_SECONDS = 10.0
+LOGIN_TIMEOUT_SECONDS = 10.0  # each request and each wait for an answer during TEST LOGIN
+LOGIN_BUDGET_SECONDS = 15.0  # one account's TEST LOGIN: retries (Graph's) stop being started after it
 DOC2_CHECK = "DOC²"
 
 
@@ -227,9 +233,6 @@ def test_logins(
     state = open_state(settings, read_only=True)  # TEST LOGIN creates no database
     try:
         for account in accounts:
-            if not isinstance(account, GraphAccount):  # Graph's own client has short connect time-outs
-                timeout = min(account.timeout_seconds, LOGIN_TIMEOUT_SECONDS)
-                account = account.model_copy(update={"timeout_seconds": timeout})
             report(_test_account(account, secrets, settings, state))
     finally:
         state.close()
@@ -248,7 +251,10 @@ def _check_doc2(config: Config, settings: Settings, secrets: SecretSource) -> st
 
 def _test_account(account: AnyAccount, secrets: SecretSource, settings: Settings, state: StateStore) -> LoginResult:
     try:
-        with open_mailbox(account, secrets=secrets, settings=settings, state=state) as mailbox:
+        deadline = time.monotonic() + LOGIN_BUDGET_SECONDS  # no retry of Graph's starts after it
+        with open_mailbox(
+            account, secrets=secrets, settings=settings, state=state, deadline=deadline, timeout=LOGIN_TIMEOUT_SECONDS
+        ) as mailbox:
             notes = mailbox.check()
     except IngestError as err:
         return LoginResult(account.name, account.type, False, str(err))

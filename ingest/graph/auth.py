@@ -259,13 +259,17 @@ def _client_id(account: GraphAccount | ImapAccount | Pop3Account, secrets: Calla
 
 
 def _app_options(
-    authority_host: str, tenant_id: str, ca_file: str | None, proxies: Proxies | None = None
+    authority_host: str,
+    tenant_id: str,
+    ca_file: str | None,
+    proxies: Proxies | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
     return {
         "authority": authority_url(authority_host, tenant_id),
         "instance_discovery": _instance_discovery(authority_host),
         "http_client": http_session(ca_file, (proxies or Proxies()).requests_proxies(authority_host)),
-        "timeout": HTTP_TIMEOUT_SECONDS,
+        "timeout": timeout or HTTP_TIMEOUT_SECONDS,
     }
 
 
@@ -279,14 +283,16 @@ def graph_token_source(
     token_cache: TokenCacheStore | None = None,
     assertion_credential: Any = None,
     proxies: Proxies | None = None,
+    timeout: float | None = None,
 ) -> TokenSource:
-    """Tokens for Microsoft Graph in the account's ``auth`` mode. Reads the secrets it needs now.
+    """Tokens for Microsoft Graph in the account's ``auth`` mode. Reads the secrets it needs now; ``timeout``
+    bounds each request to Entra ID (default ``HTTP_TIMEOUT_SECONDS``).
 
     ``assertion_credential`` (federated only): an azure-identity credential for the managed identity; by
     default ``ManagedIdentityCredential()`` (system-assigned, or user-assigned through ``AZURE_CLIENT_ID``).
     """
     context = account_context(account)
-    options = _app_options(authority_host, account.tenant_id, ca_file, proxies)
+    options = _app_options(authority_host, account.tenant_id, ca_file, proxies, timeout)
     authority = options["authority"]
     client_id = _client_id(account, secrets)
     delegated = account.auth in ("password", "device_code")

@@ -144,6 +144,7 @@ class GraphSession:
         deadline: float | None,
         where: str,
         proxy: str | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         from msgraph import GraphServiceClient  # lazy: importing msgraph takes seconds
         from msgraph.graph_request_adapter import GraphRequestAdapter
@@ -153,6 +154,7 @@ class GraphSession:
         self._deadline = deadline
         self._where = where
         self._proxy = proxy
+        self._read_timeout = read_timeout or READ_TIMEOUT_SECONDS
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"graph {where}", daemon=True)
         self._thread.start()
@@ -166,7 +168,7 @@ class GraphSession:
         http = httpx.AsyncClient(
             base_url=self.base_url,
             verify=client_context(ca_file),
-            timeout=httpx.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            timeout=httpx.Timeout(self._read_timeout, connect=min(CONNECT_TIMEOUT_SECONDS, self._read_timeout)),
             limits=httpx.Limits(
                 max_connections=MAX_CONCURRENT_REQUESTS * 2, max_keepalive_connections=MAX_CONCURRENT_REQUESTS
             ),

@@ -51,12 +51,14 @@ class GraphCore:
         keep_cursor: bool = True,
         proxies: Proxies | None = None,
         clock: Callable[[], datetime] | None = None,
+        timeout: float | None = None,
     ) -> None:
         """With ``cursors`` (the state store) the source folder is read by delta query (``ingest.graph.delta``),
         and unless ``keep_cursor`` is False (a dry run) the cursor moves on when the session ends without an
         exception; without, every listing is a full one. ``clock`` is the time the account's message filters are
         decided by (:meth:`passes_filters`, the pipeline's decision from ``ingest.filters``) and ``max_age_days`` is
-        asked of Graph by: give it the pipeline's clock; by default the current time."""
+        asked of Graph by: give it the pipeline's clock; by default the current time. ``timeout`` bounds each request
+        to Entra ID and Graph (TEST LOGIN's short time-outs); by default those of a run."""
         self.account = account
         self._secrets = secrets
         self._authority_host = authority_host
@@ -65,6 +67,7 @@ class GraphCore:
         self._proxies = proxies or Proxies()
         self._clock = clock or _utc_now
         self._deadline = deadline
+        self._timeout = timeout
         self._token_cache = token_cache
         self._assertion_credential = assertion_credential
         self._page_size = page_size

@@ -31,6 +31,7 @@ class GraphMailbox(GraphListing, GraphFetchAhead, GraphMoves):
             token_cache=self._token_cache,
             assertion_credential=self._assertion_credential,
             proxies=self._proxies,
+            timeout=self._timeout,
         )
         self._session = GraphSession(
             self._graph_endpoint,
@@ -39,6 +40,7 @@ class GraphMailbox(GraphListing, GraphFetchAhead, GraphMoves):
             deadline=self._deadline,
             where=self._where,
             proxy=self._proxies.for_url(self._graph_endpoint),
+            read_timeout=self._timeout,
         )
         return self
 
