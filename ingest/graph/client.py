@@ -35,7 +35,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,7 +58,7 @@ from msgraph_core.middleware import GraphTelemetryHandler
 
 from ..errors import AccountError
 from ..model import Blob, BlobWriter
-from ..retry import default_policy, parse_retry_after
+from ..retry import bounded_wait, default_policy, parse_retry_after
 from ..tls import client_context
 from .auth import TokenSource
 from .request_guard import (
@@ -331,7 +330,7 @@ class GraphSession:
             if not retry or attempt >= policy.attempts:
                 break
             delay = max(waits)
-            if self._deadline is not None and time.monotonic() + delay > self._deadline:
+            if bounded_wait(delay, self._deadline) is None:
                 log.warning(
                     "%s: %d requests of a batch throttled; a retry in %.0fs would overrun this run's time budget",
                     self._where,
@@ -357,9 +356,7 @@ class GraphSession:
                 return await self._send_batch(requests)
             except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as err:
                 delay = policy.delay(attempt)
-                if attempt >= policy.attempts or (
-                    self._deadline is not None and time.monotonic() + delay > self._deadline
-                ):
+                if attempt >= policy.attempts or bounded_wait(delay, self._deadline) is None:
                     raise
                 log.info("%s: a batch's answer broke off (%s); sending it again", self._where, err)
                 await asyncio.sleep(delay)

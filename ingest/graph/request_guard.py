@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
 from kiota_http.middleware import BaseMiddleware
 
-from ..retry import default_policy, parse_retry_after
+from ..retry import bounded_wait, default_policy, parse_retry_after
 from .auth import TokenSource
 
 log = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ class RequestGuard(BaseMiddleware):
 
     async def _wait(self, delay: float, request: httpx.Request, reason: str) -> bool:
         """Sleeps before a retry; False (no retry) when the wait would end after the run's deadline."""
-        if self._deadline is not None and time.monotonic() + delay > self._deadline:
+        if bounded_wait(delay, self._deadline) is None:
             log.warning("%s: %s; a retry in %.0fs would overrun this run's time budget", self._where, reason, delay)
             return False
         log.info("%s: %s on %s %s; retrying in %.1fs", self._where, reason, request.method, request.url.path, delay)
