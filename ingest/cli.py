@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from .settings import Settings
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
 
+Handler = Callable[[argparse.Namespace, Settings, Config], int]  # a command; its exit code
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -33,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "httpcore", "azure", "msal", "urllib3", "imapclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.handler is _cmd_schema:  # needs no accounts file
+    handler: Handler = args.handler
+    if handler is _cmd_schema:  # needs no accounts file
         return _cmd_schema(args, None, None)
     try:
         settings = Settings.from_environ(config_path=args.config)
@@ -43,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     args.progress = Progress() if args.quiet else StderrProgress(stream=sys.stderr)
     try:
-        return int(args.handler(args, settings, config))
+        return handler(args, settings, config)
     except ConfigError as err:
         print(f"invalid configuration: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -87,7 +90,7 @@ class _Commands:
         self._common = common
 
     def add(
-        self, name: str, handler: Any, *, help: str, description: str, names: str = "", json: str = ""
+        self, name: str, handler: Handler, *, help: str, description: str, names: str = "", json: str = ""
     ) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = self._commands.add_parser(
             name, parents=[self._common], help=help, description=description

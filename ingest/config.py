@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -283,7 +283,7 @@ class GraphAccount(_AccountBase):
 
 Account = Annotated[GraphAccount | ImapAccount | Pop3Account, Field(discriminator="type")]
 AnyAccount = GraphAccount | ImapAccount | Pop3Account
-ACCOUNT_TYPES: dict[str, type[_AccountBase]] = {"graph": GraphAccount, "imap": ImapAccount, "pop3": Pop3Account}
+ACCOUNT_TYPES: dict[str, type[AnyAccount]] = {"graph": GraphAccount, "imap": ImapAccount, "pop3": Pop3Account}
 
 
 class Doc2Config(_Strict):
@@ -390,9 +390,9 @@ def parse_config(data: Any, path: Path) -> Config:
             )
         names.add(account.name)
         accounts.append(account)
-    if errors:
+    if errors or doc2 is None:  # doc2 is None only with its errors listed
         raise ConfigError("\n".join(errors))
-    return Config(path=path, doc2=doc2, accounts=tuple(accounts))  # doc2 is valid when errors is empty
+    return Config(path=path, doc2=doc2, accounts=tuple(accounts))
 
 
 def name_key(name: str) -> str:
@@ -411,12 +411,15 @@ def _field_names(model: type[BaseModel]) -> set[str]:
     return {info.alias or name for name, info in model.model_fields.items()}
 
 
-def _validate_account(raw: Any, index: int, defaults: dict[str, Any], path: Path, errors: list[str]):
+def _validate_account(
+    raw: Any, index: int, defaults: dict[str, Any], path: Path, errors: list[str]
+) -> AnyAccount | None:
     if not isinstance(raw, dict):
         errors.append(f"{path}: accounts[{index}]: must be a mapping")
         return None
     label = f"account {raw['name']!r}" if isinstance(raw.get("name"), str) else f"accounts[{index}]"
-    model = ACCOUNT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
+    kind = raw.get("type")
+    model = ACCOUNT_TYPES.get(kind) if isinstance(kind, str) else None  # a list as type is no key: not a crash
     if model is None:
         errors.append(f"{path}: {label}: field 'type': must be one of graph, imap, pop3 (got {raw.get('type')!r})")
         return None
@@ -440,13 +443,16 @@ def _rule_namer(rules: Any) -> Callable[[tuple[int | str, ...]], tuple[str, tupl
     return name
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 def _validate(
-    model: type[BaseModel],
+    model: type[_Model],
     data: Any,
     where: str,
     errors: list[str],
     namer: Callable[[tuple[int | str, ...]], tuple[str, tuple[int | str, ...]]] | None = None,
-) -> Any:
+) -> _Model | None:
     try:
         return model.model_validate(data)
     except ValidationError as err:

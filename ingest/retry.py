@@ -29,7 +29,7 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
         if retry_after is not None and retry_after > 0:  # +inf: as long as we ever wait
             return MAX_RETRY_AFTER
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
 
 

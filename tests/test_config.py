@@ -94,6 +94,7 @@ def test_the_example_of_the_product_page_loads(tmp_path):
         (lambda d: d["accounts"][1].update(name="has space"), "field 'name'"),
         (lambda d: d["accounts"][0]["filters"].update(subject="(unclosed"), "field 'filters.subject'"),
         (lambda d: d["accounts"][0].update(type="exchange"), "field 'type': must be one of graph, imap, pop3"),
+        (lambda d: d["accounts"][0].update(type=["imap"]), "field 'type': must be one of graph, imap, pop3"),
         (lambda d: d["defaults"].update(colour="red"), "defaults: field 'colour': not an account field"),
         (lambda d: d["accounts"][0].update(auth="certificate"), "auth 'certificate' needs 'certificate_secret'"),
         (lambda d: d.update(extra=1), "unknown top-level field 'extra'"),

@@ -215,8 +215,10 @@ class TokenSource:
 
     def _request(self, force: bool) -> dict[str, Any] | None:
         app = self._app
+        result: dict[str, Any] | None  # msal's answer, a JSON object (msal has no type hints)
         if isinstance(app, msal.ConfidentialClientApplication) and self._password is None:
-            return app.acquire_token_for_client(self._scopes)  # app-only; a rejected token was dropped already
+            result = app.acquire_token_for_client(self._scopes)  # app-only; a rejected token was dropped already
+            return result
         account = self._signed_in_account()
         if account is not None:
             result = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force)
@@ -227,7 +229,8 @@ class TokenSource:
         elif self._password is None:
             return self._not_signed_in()
         # auth: password, no usable refresh token (first call, or it expired): sign in with the password again
-        return app.acquire_token_by_username_password(self._context["username"], self._password(), self._scopes)
+        result = app.acquire_token_by_username_password(self._context["username"], self._password(), self._scopes)
+        return result
 
     def _signed_in_account(self) -> dict[str, Any] | None:
         username = self._context["username"] or None

@@ -145,8 +145,8 @@ class GraphSession:
         proxy: str | None = None,
         read_timeout: float | None = None,
     ) -> None:
-        from msgraph import GraphServiceClient  # lazy: importing msgraph takes seconds
-        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph.graph_request_adapter import GraphRequestAdapter  # lazy: importing msgraph takes seconds
+        from msgraph.graph_service_client import GraphServiceClient
 
         self.base_url = graph_endpoint.rstrip("/") + "/v1.0"
         self.tokens = tokens

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-from imapclient import IMAPClient
+from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from .. import model
@@ -446,7 +446,7 @@ class ImapMailbox:
         client = self._require()
         source = self._session_folders().check_source(self.account.folder)
         try:
-            info = client.select_folder(source)
+            info: dict[bytes, object] = client.select_folder(source)
         except IMAPClientError as err:
             raise AccountError(
                 f"{self._where}: cannot open source folder {self.account.folder!r}: {describe(err)}"
@@ -455,7 +455,8 @@ class ImapMailbox:
             raise ConnectionLost(
                 f"{self._where}: connection lost opening {self.account.folder!r}: {describe(err)}"
             ) from err
-        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        answer = info.get(b"UIDVALIDITY", 0)  # imapclient gives the numbers of SELECT's answer as int
+        uidvalidity = answer if isinstance(answer, int) else 0
         if self._uidvalidity and uidvalidity != self._uidvalidity:
             log.warning("%s: UIDVALIDITY of %r changed; message keys start over", self._where, self.account.folder)
         self._uidvalidity = uidvalidity
@@ -467,7 +468,5 @@ class ImapMailbox:
         return self._client
 
 
-def _timeouts(read: float):  # imapclient's SocketTimeout(connect, read)
-    from imapclient import SocketTimeout
-
+def _timeouts(read: float) -> SocketTimeout:
     return SocketTimeout(connect=min(CONNECT_TIMEOUT, read), read=read)

@@ -144,23 +144,25 @@ def _list_delimiter(client: IMAPClient) -> str | None:
     return "/"
 
 
-def _special_folders(client: IMAPClient, where: str, configured: Sequence[str]) -> list:
+def _special_folders(client: IMAPClient, where: str, configured: Sequence[str]) -> list[imap_folders.ListEntry]:
     """LIST answers carrying special-use attributes. A server that advertises SPECIAL-USE but refuses the listing
     only loses the special folders (a configured ``\\Use`` name then fails naming them), not the account."""
     try:
         if client.has_capability("SPECIAL-USE") and client.has_capability("LIST-EXTENDED"):
             return _list_special(client)
         if any(name.startswith("\\") for name in configured):
-            return client.list_folders()  # servers without LIST-EXTENDED may still flag them in LIST
+            listed: list[imap_folders.ListEntry] = client.list_folders()  # without LIST-EXTENDED, flags in LIST
+            return listed
     except IMAPClientError as err:
         log.warning("%s: the server refused to list its special folders: %s", where, describe(err))
     return []
 
 
-def _list_special(client: IMAPClient) -> list:
+def _list_special(client: IMAPClient) -> list[imap_folders.ListEntry]:
     """``LIST (SPECIAL-USE) "" "*"``: only the special folders. imapclient has no call for the selection option;
     its own LIST parsing reads the answer (names decoded from modified UTF-7)."""
     typ, data = client._imap._simple_command("LIST", "(SPECIAL-USE)", '""', '"*"')
     client._checkok("LIST", typ, data)
     typ, data = client._imap._untagged_response(typ, data, "LIST")
-    return client._proc_folder_list(data)
+    listed: list[imap_folders.ListEntry] = client._proc_folder_list(data)
+    return listed

@@ -30,6 +30,9 @@ VIRTUAL_USES = frozenset({"\\all", "\\flagged", "\\important"})
 # Folders the server empties by itself (Gmail deletes from Trash and Spam after 30 days).
 EPHEMERAL_USES = frozenset({"\\trash", "\\junk"})
 
+# One line of a LIST answer as imapclient gives it: (flags, delimiter, name).
+ListEntry = tuple[Sequence[bytes | str], object, str]
+
 
 class FolderNameError(ValueError):
     """A configured folder cannot be mapped onto this server (e.g. no folder has the SPECIAL-USE named)."""
@@ -95,7 +98,7 @@ class FolderLayout:
 def folder_layout(
     namespaces: object | None,
     delimiter: str | None,
-    listing: Iterable[tuple[Sequence[bytes | str], object, str]] = (),
+    listing: Iterable[ListEntry] = (),
 ) -> FolderLayout:
     """Build the layout from imapclient's NAMESPACE answer (or None without NAMESPACE), LIST's delimiter and a
     LIST answer carrying special-use attributes (``(flags, delimiter, name)`` tuples)."""

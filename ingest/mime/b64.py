@@ -20,7 +20,8 @@ def b64decode_strict(data: bytes | memoryview) -> bytes:
     """Decode base64 text of the alphabet only (length a multiple of four, padding at the end); binascii.Error
     for anything else."""
     if _pybase64 is not None:
-        return _pybase64.b64decode(data, validate=True)
+        decoded: bytes = _pybase64.b64decode(data, validate=True)  # typed by pybase64, reached through ModuleType
+        return decoded
     return binascii.a2b_base64(data, strict_mode=True)
 
 
@@ -29,7 +30,8 @@ def b64decode_lines(data: bytes | memoryview) -> bytes:
     lines (characters of the alphabet and CRLF, padding at the very end, a multiple of four characters): then it
     gives exactly what :func:`b64decode_strict` gives for the text without its line ends, without that copy."""
     if _pybase64 is not None:
-        return _pybase64.b64decode(data)
+        decoded: bytes = _pybase64.b64decode(data)
+        return decoded
     return binascii.a2b_base64(data)
 
 

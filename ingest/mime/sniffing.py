@@ -155,9 +155,8 @@ def _filetype_guess(content: bytes) -> str | None:
     except Exception:  # a matcher tripping over odd bytes must not stop the import
         logger.debug("filetype could not classify the content", exc_info=True)
         return None
-    if kind is None or kind.mime in _VAGUE_TYPES:
-        return None
-    return kind.mime
+    mime: str | None = None if kind is None else kind.mime  # filetype has no type hints
+    return None if mime in _VAGUE_TYPES else mime
 
 
 def _looks_like_text(content: bytes) -> bool:

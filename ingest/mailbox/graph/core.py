@@ -15,8 +15,9 @@ import httpx
 from ...config import GraphAccount
 from ...errors import AccountError, ConnectionLost, DocumentError, IngestError
 from ...filters import message_passes_filters
-from ...graph.client import RETRY_STATUSES, GraphFailure, GraphSession, failure_of
+from ...graph.client import GraphFailure, GraphSession, failure_of
 from ...graph.delta import CursorStore
+from ...graph.request_guard import RETRY_STATUSES
 from ...graph.token_cache import TokenCacheStore
 from ...model import Blob, MessageHeaders
 from ...network import Proxies
@@ -24,7 +25,7 @@ from ...retry import default_policy
 from .messages import GraphMessage
 
 if TYPE_CHECKING:
-    from msgraph import GraphServiceClient
+    from msgraph.graph_service_client import GraphServiceClient
 
     from .fetch import Window
     from .listing import ChangeRun
