@@ -36,7 +36,7 @@ from ingest.mailbox.graph import GraphMailbox
 from ingest.pipeline import Pipeline
 from ingest.service import make_doc2_client, run_import
 from ingest.settings import Settings
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 from tests.support.graph_server import FileAttachment
 from tests.support.microsoft import DictSecrets
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 
 from .model import MessageRef
-from .state import StateStore
-from .state.base import MAX_CURSOR_CHARS
+from .state.base import MAX_CURSOR_CHARS, StateStore
 
 log = logging.getLogger(__name__)
 

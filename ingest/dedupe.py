@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from .config import DEFAULT_DEDUPE_DAYS, AnyAccount, Config
 from .model import Document
 from .report import AccountReport, DuplicateDocument
-from .state import ContentRecord, DuplicateRecord, StateStore
+from .state.base import ContentRecord, DuplicateRecord, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from .graph.subscriptions import STATUS_CURSOR, Upkeep, maintain, support
 from .queueing import Job
 from .service import load, open_mailbox, open_queue, open_secrets, open_state
 from .settings import Settings
-from .state import StateStore
+from .state.base import StateStore
 
 if TYPE_CHECKING:
     from .report import RunReport

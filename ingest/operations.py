@@ -22,7 +22,7 @@ from .mailbox.base import RestoresFailedMail
 from .secrets import SecretSource
 from .service import open_mailbox, open_secrets
 from .settings import Settings
-from .state import MessageRecord, StateStore
+from .state.base import MessageRecord, StateStore
 from .tls import combined_bundle
 
 log = logging.getLogger(__name__)

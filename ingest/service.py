@@ -25,7 +25,8 @@ from .queueing import JobQueue
 from .report import RunReport
 from .secrets import SecretSource, secret_source, token_cache_source
 from .settings import Settings
-from .state import StateStore, open_state_store
+from .state.base import StateStore
+from .state.factory import open_state_store
 
 if TYPE_CHECKING:
     from .graph.token_cache import TokenCacheStore

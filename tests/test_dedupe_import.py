@@ -12,7 +12,7 @@ import yaml
 from ingest.config import parse_config
 from ingest.service import run_import
 from ingest.settings import Settings
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server
 from tests.support.graph_server import FileAttachment
 from tests.support.microsoft import DictSecrets, MicrosoftCloud

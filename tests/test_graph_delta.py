@@ -17,7 +17,7 @@ from ingest.graph.delta import CURSOR_NAME
 from ingest.report import RunReport
 from ingest.service import run_import
 from ingest.settings import Settings
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 from tests.support.doc2_server import DEFAULT_API_KEY, Doc2Server, Refuse, SuccessFalse
 from tests.support.graph_server import FileAttachment, Message
 from tests.support.microsoft import DictSecrets, MicrosoftCloud, pdf

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 from tests.support.doc2_server import Doc2Server
 from tests.support.graph_import import run_graph_import
 from tests.support.graph_server import FileAttachment, ItemAttachment, ReferenceAttachment

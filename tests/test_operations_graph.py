@@ -9,7 +9,8 @@ from pathlib import Path
 from ingest.config import Config
 from ingest.operations import account_status, failed_messages, retry_failed
 from ingest.service import run_import
-from ingest.state import StateStore, open_state_store
+from ingest.state.base import StateStore
+from ingest.state.factory import open_state_store
 from tests.support.doc2_server import Doc2Server, Refuse
 from tests.support.graph_import import graph_import
 from tests.support.graph_server import FileAttachment

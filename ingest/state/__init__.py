@@ -1,33 +1,6 @@
-"""The state store: what is already in DOC², attempts per message, and one run per account at a time."""
+"""The state store: what is already in DOC², attempts per message, and one run per account at a time.
 
-from __future__ import annotations
-
-from .base import (
-    AccountLock,
-    ContentRecord,
-    DuplicateRecord,
-    HeldLock,
-    MessageInfo,
-    MessageRecord,
-    MessageState,
-    RunRecord,
-    Settlement,
-    StateStore,
-    UploadRecord,
-)
-from .factory import open_state_store
-
-__all__ = [
-    "AccountLock",
-    "ContentRecord",
-    "DuplicateRecord",
-    "HeldLock",
-    "MessageInfo",
-    "MessageRecord",
-    "MessageState",
-    "RunRecord",
-    "Settlement",
-    "StateStore",
-    "UploadRecord",
-    "open_state_store",
-]
+Importing the package loads nothing: the core names the interface from :mod:`ingest.state.base` (through
+:mod:`ingest.ports`); :func:`ingest.state.factory.open_state_store` (called by :mod:`ingest.service`, the composition
+root) loads the one concrete store INGEST_STATE_URL names, :mod:`~ingest.state.sqlite` or :mod:`~ingest.state.table`.
+"""

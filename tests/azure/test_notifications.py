@@ -25,7 +25,7 @@ from ingest.notifications import client_state
 from ingest.operations import account_status
 from ingest.service import load
 from ingest.settings import Settings
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 from tests.support.graph_server import FileAttachment, Message
 from tests.support.microsoft import MicrosoftCloud
 

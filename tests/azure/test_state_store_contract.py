@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest.errors import AccountBusy, ConfigError
-from ingest.state import (
+from ingest.state.base import (
+    MAX_CURSOR_CHARS,
     ContentRecord,
     DuplicateRecord,
     MessageInfo,
@@ -20,10 +21,8 @@ from ingest.state import (
     Settlement,
     StateStore,
     UploadRecord,
-    open_state_store,
 )
-from ingest.state.base import MAX_CURSOR_CHARS
-from ingest.state.factory import describe_state_url
+from ingest.state.factory import describe_state_url, open_state_store
 from ingest.state.table import MAX_KEY_PART, escape_key_part, parse_state_url
 from tests.support.azurite import unique_name
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from ingest.mime.headers import message_identity, parse_headers
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 from tests.mail import invoice_mail
 from tests.support.azurite import unique_name
 

@@ -12,7 +12,7 @@ from ingest.config import Config, parse_config
 from ingest.report import RunReport
 from ingest.service import run_import
 from ingest.settings import Settings
-from ingest.state import open_state_store
+from ingest.state.factory import open_state_store
 
 from .doc2_server import DEFAULT_API_KEY, Doc2Server
 from .microsoft import DictSecrets, MicrosoftCloud
