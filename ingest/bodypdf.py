@@ -33,7 +33,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .mailbody import MailBody
+from .mime.body import MailBody
 from .mime.filenames import sanitise_filename
 from .model import BytesBlob, Document, MessageHeaders
 

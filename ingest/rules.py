@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import Rule
 from .filters import senders_allowed, strict_addresses
-from .mailbody import MailBody
+from .mime.body import MailBody
 from .model import MessageHeaders
 
 

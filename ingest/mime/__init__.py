@@ -8,6 +8,8 @@
 - :mod:`~ingest.mime.selection`: the one selection path, candidates in, documents out.
 - :mod:`~ingest.mime.sniffing` and :mod:`~ingest.mime.filenames`: content types and safe file names.
 - :mod:`~ingest.mime.item`: a message fetched whole as RFC 822 bytes (IMAP, POP3) as a mail item.
+- :mod:`~ingest.mime.body`: what a message says besides its documents (recipients, attachment names, its body), for
+  the routing rules and ``body_to_pdf``.
 
 The message filters and the attachment filters are decided in :mod:`ingest.filters`.
 """

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ..mailbody import attachment_names, read_body, recipients
 from ..model import Blob, Extraction, MessageHeaders
 from ..rules import MessageFacts
+from .body import attachment_names, read_body, recipients
 from .headers import message_identity, parse_headers
 from .rawmail import RawMail
 from .walk import extract_from_mime

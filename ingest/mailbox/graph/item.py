@@ -21,7 +21,7 @@ from urllib.parse import quote
 from ... import model
 from ...config import Filters
 from ...errors import IngestError, UnreadableMessage
-from ...mailbody import read_body
+from ...mime.body import read_body
 from ...mime.headers import message_identity
 from ...mime.parts import FORWARDED_STEM, MAX_TNEF_BYTES, TNEF_TYPES, Candidate
 from ...mime.rawmail import RawMail

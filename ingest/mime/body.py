@@ -15,9 +15,9 @@ from email.message import Message
 from email.parser import BytesParser
 from html.parser import HTMLParser
 
-from .filters import strict_addresses
-from .mime.rawmail import LeanMessage, RawMail, lean_message
-from .model import Blob
+from ..filters import strict_addresses
+from ..model import Blob
+from .rawmail import LeanMessage, RawMail, lean_message
 
 _POLICY = email.policy.default
 # An inline image bigger than this is left out of the rendered body (a mail body is not a photo album).
