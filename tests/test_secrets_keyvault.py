@@ -28,12 +28,7 @@ def test_import_with_secrets_from_key_vault(scenario, cloud, monkeypatch, caplog
 
     # As in Azure, but pointed at the emulator: a local authority is not a known cloud (no instance discovery).
     credential = DefaultAzureCredential(authority=cloud.entra.base_url, disable_instance_discovery=True)
-    secrets = KeyVaultSecrets(
-        cloud.keyvault.vault_url,
-        credential,
-        connection_verify=str(scenario.ca.ca_cert),
-        verify_challenge_resource=False,
-    )
+    secrets = KeyVaultSecrets(cloud.keyvault.vault_url, credential, **cloud.vault_options())
     caplog.set_level(logging.DEBUG)
 
     report = run_import(
@@ -54,23 +49,7 @@ def test_missing_key_vault_secret_names_it(scenario, cloud):
     scenario.write_config(scenario.imap_account())
     cloud.keyvault.set_secret("doc2-api-key", scenario.doc2.api_key)
 
-    from azure.identity import ClientSecretCredential
-
-    credential = ClientSecretCredential(
-        cloud.tenant,
-        cloud.app.client_id,
-        cloud.client_secret,
-        authority=cloud.entra.base_url,
-        connection_verify=str(scenario.ca.ca_cert),
-        disable_instance_discovery=True,
-    )
-    secrets = KeyVaultSecrets(
-        cloud.keyvault.vault_url,
-        credential,
-        connection_verify=str(scenario.ca.ca_cert),
-        verify_challenge_resource=False,
-    )
-    report = run_import(scenario.settings(), load_config(scenario.config_path), secrets=secrets)
+    report = run_import(scenario.settings(), load_config(scenario.config_path), secrets=cloud.key_vault())
     account = report.accounts[0]
     assert account.outcome == "account_failed"
     assert "secret 'mail-password' does not exist in Key Vault" in account.error

@@ -9,22 +9,19 @@ with the grants the deployment had before the token-cache vault.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
-from azure.identity import ClientSecretCredential
 
 from ingest.config import GraphAccount
 from ingest.errors import AccountError, SecretError
-from ingest.graph.auth import sign_in_with_device_code
-from ingest.graph.token_cache import SecretTokenCacheStore, TokenCacheStore, default_token_cache
+from ingest.graph.token_cache import SecretTokenCacheStore, default_token_cache
 from ingest.secrets import EnvironmentSecrets, KeyVaultSecrets, token_cache_source
 from ingest.service import token_cache_store
 from ingest.settings import Settings
 from tests.infra.roles import builtin_roles, granted_by_main_bicep
 from tests.support.keyvault_server import KeyVaultEmulator
-from tests.support.microsoft import MAILBOX, MicrosoftCloud
+from tests.support.microsoft import MicrosoftCloud
 
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 
@@ -42,59 +39,19 @@ def _permissions(grants: list[tuple[str, str]], target: str) -> tuple[str, ...]:
     return tuple(p for t, role_id in grants if t == target for p in roles[role_id].permissions)
 
 
-def _vault(cloud: MicrosoftCloud, url: str) -> KeyVaultSecrets:
-    credential = ClientSecretCredential(
-        cloud.tenant,
-        cloud.app.client_id,
-        cloud.client_secret,
-        authority=cloud.entra.base_url,
-        connection_verify=str(cloud.ca.ca_cert),
-        disable_instance_discovery=True,
-    )
-    # A local vault is not under vault.azure.net: the SDK would refuse its challenge without verify_challenge_resource.
-    return KeyVaultSecrets(
-        url, credential=credential, connection_verify=str(cloud.ca.ca_cert), verify_challenge_resource=False
-    )
-
-
-def _sign_in(cloud: MicrosoftCloud, account: GraphAccount, secrets: KeyVaultSecrets, store: TokenCacheStore) -> None:
-    def prompt(text: str) -> None:
-        match = re.search(r"enter the code (\w+)", text)
-        assert match
-        cloud.entra.approve_device_code(match.group(1), MAILBOX)
-
-    sign_in_with_device_code(
-        account,
-        secrets,
-        authority_host=cloud.entra.base_url,
-        graph_endpoint=cloud.graph.endpoint,
-        ca_file=str(cloud.ca.ca_cert),
-        token_cache=store,
-        prompt=prompt,
-    )
-
-
 def _refresh_and_save(
     cloud: MicrosoftCloud, token_vault: KeyVaultEmulator, grants: list[tuple[str, str]]
 ) -> tuple[GraphAccount, KeyVaultSecrets]:
     """Sign-in by the administrator (Secrets Officer on both vaults), then the app's identity with `grants`."""
-    cloud.app.public_client = True
-    for name, value in cloud.secrets.items():
-        cloud.keyvault.set_secret(name, value)
-    account = cloud.account(auth="device_code", client_secret_secret=None)
+    account = cloud.device_code_account()
     officer = builtin_roles()["b86a8fe4-44ce-4948-aee5-eccb2c155cd7"].permissions
     cloud.keyvault.grants = {cloud.app.client_id: officer}
     token_vault.grants = {cloud.app.client_id: officer}
-    _sign_in(
-        cloud,
-        account,
-        _vault(cloud, cloud.keyvault.vault_url),
-        default_token_cache(account.name, _vault(cloud, token_vault.vault_url)),
-    )
+    cloud.sign_in(account, cloud.key_vault(), default_token_cache(account.name, cloud.key_vault(token_vault.vault_url)))
     cloud.keyvault.grants = {cloud.app.client_id: _permissions(grants, "keyVault")}
     token_vault.grants = {cloud.app.client_id: _permissions(grants, "tokenCacheVault")}
     cloud.entra.expire_access_tokens()
-    return account, _vault(cloud, cloud.keyvault.vault_url)
+    return account, cloud.key_vault()
 
 
 def test_the_roles_main_bicep_grants_let_a_device_code_account_refresh_and_save(
@@ -102,7 +59,7 @@ def test_the_roles_main_bicep_grants_let_a_device_code_account_refresh_and_save(
 ) -> None:
     grants = granted_by_main_bicep()
     account, secrets = _refresh_and_save(cloud, token_vault, grants)
-    store = default_token_cache(account.name, _vault(cloud, token_vault.vault_url))
+    store = default_token_cache(account.name, cloud.key_vault(token_vault.vault_url))
     with cloud.open(account, secrets=secrets, token_cache=store) as mailbox:
         assert mailbox.check()[0] == "signed in to Entra ID (device_code)"
     name = "ingest-token-cache-ap-invoices"
@@ -122,7 +79,7 @@ def test_the_grants_before_the_token_cache_vault_fail_at_the_first_refresh(
         ("tokenCacheVault", SECRETS_USER)
     ]
     account, secrets = _refresh_and_save(cloud, token_vault, before)
-    store = default_token_cache(account.name, _vault(cloud, token_vault.vault_url))
+    store = default_token_cache(account.name, cloud.key_vault(token_vault.vault_url))
     with pytest.raises(AccountError) as caught, cloud.open(account, secrets=secrets, token_cache=store) as mailbox:
         mailbox.check()
     assert "Key Vault Secrets Officer" in str(caught.value)

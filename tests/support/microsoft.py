@@ -4,6 +4,7 @@ registration (client secret), one user and one mailbox, plus helpers to build Gr
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets as random
 import uuid
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from azure.identity import ClientSecretCredential
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,7 +20,10 @@ from cryptography.x509.oid import NameOID
 
 from ingest.config import GraphAccount
 from ingest.errors import SecretMissing
+from ingest.graph.auth import sign_in_with_device_code
+from ingest.graph.token_cache import TokenCacheStore
 from ingest.mailbox.graph import GraphMailbox
+from ingest.secrets import KeyVaultSecrets
 
 from .ca import TestCA
 from .entra_server import AppRegistration, EntraEmulator, User
@@ -107,6 +112,54 @@ class MicrosoftCloud:
             ca_file=str(self.ca.ca_cert),
             deadline=options.pop("deadline", None),
             **options,
+        )
+
+    def app_credential(self) -> ClientSecretCredential:
+        """The app registration's own identity (its client secret) at the Entra emulator, as azure-identity has it."""
+        return ClientSecretCredential(
+            self.tenant,
+            self.app.client_id,
+            self.client_secret,
+            authority=self.entra.base_url,
+            connection_verify=str(self.ca.ca_cert),
+            disable_instance_discovery=True,
+        )
+
+    def vault_options(self) -> dict[str, Any]:
+        """What a Key Vault client needs for a vault of this cloud: our CA, and no check of the challenge's resource
+        (a local vault is not under vault.azure.net: the SDK would refuse its challenge)."""
+        return {"connection_verify": str(self.ca.ca_cert), "verify_challenge_resource": False}
+
+    def key_vault(self, vault_url: str | None = None) -> KeyVaultSecrets:
+        """The product's Key Vault secret source signed in as the app: the secrets vault, or the vault at
+        ``vault_url`` (a token-cache vault)."""
+        return KeyVaultSecrets(
+            vault_url or self.keyvault.vault_url, credential=self.app_credential(), **self.vault_options()
+        )
+
+    def device_code_account(self) -> GraphAccount:
+        """A device_code account: the app a public client, the account's secrets in the secrets vault."""
+        self.app.public_client = True
+        for name, value in self.secrets.items():
+            self.keyvault.set_secret(name, value)
+        return self.account(auth="device_code", client_secret_secret=None)
+
+    def sign_in(self, account: GraphAccount, secrets: KeyVaultSecrets, store: TokenCacheStore) -> None:
+        """The one-time device-code sign-in (``python -m ingest signin``), the user approving the code at once."""
+
+        def prompt(text: str) -> None:
+            match = re.search(r"enter the code (\w+)", text)
+            assert match
+            self.entra.approve_device_code(match.group(1), MAILBOX)
+
+        sign_in_with_device_code(
+            account,
+            secrets,
+            authority_host=self.entra.base_url,
+            graph_endpoint=self.graph.endpoint,
+            ca_file=str(self.ca.ca_cert),
+            token_cache=store,
+            prompt=prompt,
         )
 
 
