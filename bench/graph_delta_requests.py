@@ -92,13 +92,14 @@ def _one_run(world: GraphWorld, work: Path, *, delta: bool) -> tuple[float, obje
             pipeline = Pipeline(
                 config,
                 state=state,
-                open_mailbox=lambda a: GraphMailbox(
+                open_mailbox=lambda a, clock: GraphMailbox(
                     a,  # type: ignore[arg-type]
                     secrets,
                     authority_host=settings.authority_host,
                     graph_endpoint=settings.graph_endpoint,
                     ca_file=str(world.ca.ca_cert),
                     deadline=None,
+                    clock=clock,
                 ),
                 open_doc2=lambda: make_doc2_client(config, settings, secrets),
             )

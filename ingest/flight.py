@@ -1,23 +1,23 @@
-"""Uploads in flight: the messages of one account whose documents go to DOC² on a thread pool while the pipeline
-reads the next ones. State first: what reached DOC² is recorded before a message is settled or counted failed."""
+"""Uploads in flight: the documents of one account's messages go to DOC² on a thread pool while the pipeline reads
+the next messages.
+
+State first: a message is handed back (:class:`Finished`) only once all its uploads ended and what DOC² accepted of
+it is recorded in the state store. What then becomes of it (settled, counted as a failed attempt, left for the next
+run) the pipeline alone decides and counts: this module touches neither the mailbox nor the run report."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from .config import AnyAccount
-from .errors import Doc2Unavailable, IngestError, OutOfTime
+from .errors import Doc2Unavailable
 from .model import Document, Extraction, MessageRef, SkippedPart, UploadMetadata
 from .outage import Doc2Health
-from .ports import Doc2Uploader, Mailbox, MailItem, StateStore, UploadRecord
-from .report import AccountReport
+from .ports import Doc2Uploader, MailItem, StateStore, UploadRecord
 
 MAX_MESSAGES_IN_FLIGHT = 32  # messages read whose uploads are not all recorded yet...
 MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # ...and their size (bigger documents wait in temporary files anyway)
-SETTLE_BATCH = 50  # messages moved together (one UID MOVE) once all their documents are recorded
 
 
 @dataclass
@@ -47,8 +47,6 @@ class MessageInFlight:
     extraction: Extraction
     uploads: list[PendingUpload] = field(default_factory=list)
     damaged: list[SkippedPart] = field(default_factory=list)
-    uploaded: int = 0
-    unrecorded: Exception | None = None  # the state store could not record its uploads (ingest.pipeline counts it)
 
     @property
     def done(self) -> bool:
@@ -64,51 +62,58 @@ class MessageInFlight:
         self.item.close()
 
 
+@dataclass
+class Finished:
+    """A message whose uploads all ended, handed back to the pipeline: what DOC² accepted of it is recorded."""
+
+    work: MessageInFlight
+    uploaded: int = 0  # its documents DOC² accepted, recorded now
+    bytes_uploaded: int = 0
+    unrecorded: Exception | None = None  # the state store would not record what DOC² accepted of it
+
+    @property
+    def failures(self) -> list[tuple[PendingUpload, BaseException]]:
+        """Its uploads that failed, with why."""
+        return [(upload, error) for upload in self.work.uploads if (error := upload.error()) is not None]
+
+
 class Flight:
     """The messages of one account whose uploads run on the DOC² pool while the next ones are read.
 
-    Only the calling thread touches the mailbox (imapclient is not thread-safe) and the state store; the pool
-    threads only upload. Bounds: ``doc2.max_concurrent_uploads`` uploads at once (the pool's size, and this
-    mailbox's share of it), ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes read and
-    not yet recorded. Until the first upload of the run succeeds, and while a message waits for the verdict whose
-    fault DOC²'s failure was (``careful``, see ingest.outage), one message at a time: a rejected key or a DOC² that
-    is down costs one request, not a burst. Settled messages are moved ``SETTLE_BATCH`` at a time.
+    Only the calling thread touches the state store; the pool threads only upload. Bounds: ``max_uploads`` uploads
+    at once (the pool's size, and this account's share of it); another message may be read (:meth:`full`) while
+    fewer than ``MAX_MESSAGES_IN_FLIGHT`` messages or ``MAX_BYTES_IN_FLIGHT`` bytes are read and not yet recorded.
+    Until an upload of this account succeeds, and whenever the caller is ``careful`` (a message waits for the
+    verdict whose fault DOC²'s failure was, see ingest.outage), one message at a time: a rejected key or a DOC² that
+    is down costs one request, not a burst.
     """
 
     def __init__(
         self,
         *,
-        account: AnyAccount,
-        mailbox: Mailbox,
+        account: str,
         doc2: Doc2Uploader,
-        report: AccountReport,
         pool: ThreadPoolExecutor,
         state: StateStore,
         max_uploads: int,
-        complete: Callable[[MessageInFlight], bool],
-        settle: Callable[[list[MessageInFlight]], IngestError | None],
         health: Doc2Health | None = None,
-        careful: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._state = state
-        self._health = health or Doc2Health()
-        self._careful = careful
-        self._complete = complete  # decides on a message whose uploads ended: True when it may be settled
-        self._settle = settle  # moves a batch, records it; returns what stops the run
         self._account = account
         self._doc2 = doc2
-        self._report = report
         self._pool = pool
+        self._state = state
+        self._health = health or Doc2Health()
         self._permits = threading.BoundedSemaphore(max_uploads)
         self._messages: list[MessageInFlight] = []
-        self._to_settle: list[MessageInFlight] = []
-        self._proven = False
-        # A mailbox that moves many messages in one command (IMAP, Graph) settles them in batches; any other
-        # settles each message as soon as its documents are recorded.
-        self._batch = SETTLE_BATCH if mailbox.settles_in_batches else 1
-        self.doc2_down: Doc2Unavailable | OutOfTime | None = None  # DOC² is down, or no time left to wait for it
+        self._proven = False  # an upload of this account succeeded
 
-    def start(self, work: MessageInFlight) -> None:
+    @property
+    def busy(self) -> bool:
+        """True while some message's uploads have not all been handed back."""
+        return bool(self._messages)
+
+    def start(self, work: MessageInFlight) -> list[Finished]:
+        """Send the message's uploads on their way; hands back the messages whose uploads ended meanwhile."""
         for upload in work.uploads:
             self._permits.acquire()
             try:
@@ -117,48 +122,40 @@ class Flight:
                 self._permits.release()
                 raise
         self._messages.append(work)
-        self._collect()
+        return self._collect()
 
-    def make_room(self) -> None:
-        """Wait until another message may be read (bounds, and one at a time until DOC² answered)."""
-        while self._messages and (
+    def full(self, *, careful: bool = False) -> bool:
+        """True while another message may not be read yet (the bounds, and one at a time until an upload of this
+        account succeeded or while ``careful``)."""
+        return bool(self._messages) and (
             not self._proven
-            or self._careful()
+            or careful
             or len(self._messages) >= MAX_MESSAGES_IN_FLIGHT
             or sum(work.size for work in self._messages) >= MAX_BYTES_IN_FLIGHT
-        ):
-            self._wait()
-            self._collect()
-        if len(self._to_settle) >= self._batch:
-            self._flush()
+        )
 
-    def wait_for(self, identity: str) -> None:
-        """Wait until no message of this identity is in flight: a second copy of a message in one run is planned
-        only once the first one's uploads are recorded, so it uploads nothing twice."""
-        while any(work.identity == identity for work in self._messages):
-            self._wait()
-            self._collect()
+    def carries(self, identity: str) -> bool:
+        """True while a message of this identity is in flight (a second copy of it waits: it uploads nothing
+        twice)."""
+        return any(work.identity == identity for work in self._messages)
 
-    def finish(self) -> None:
-        """Wait for every upload in flight, record them, and settle the messages they complete."""
-        while self._messages:
-            self._wait()
-            self._collect()
-        self._flush()
+    def next_finished(self) -> list[Finished]:
+        """Wait until an upload in flight ends; hands back the messages whose uploads all ended (maybe none)."""
+        pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
+        if pending:
+            wait(pending, return_when=FIRST_COMPLETED)
+        return self._collect()
 
-    def abandon(self) -> None:
-        """The run stops: wait for the uploads in flight and record what reached DOC²; move nothing."""
-        wait([upload.future for work in self._messages for upload in work.uploads if upload.future is not None])
+    def abandon(self) -> list[Finished]:
+        """The run stops: wait for every upload in flight, record what reached DOC², and hand back every message
+        still in flight, closed; none of them is to be settled."""
+        works, self._messages = self._messages, []
+        wait([upload.future for work in works for upload in work.uploads if upload.future is not None])
         try:
-            self._record_successes(self._messages)
+            return self._record_successes(works)
         finally:
-            for work in self._messages:
+            for work in works:
                 work.close()
-        deferred = len(self._messages) + len(self._to_settle)
-        self._report.messages_deferred += deferred
-        self._report.messages_seen -= deferred
-        self._messages.clear()
-        self._to_settle.clear()
 
     def _upload(self, upload: PendingUpload) -> str | None:
         number = self._health.start()
@@ -172,105 +169,78 @@ class Flight:
         self._health.record_accepted(number)
         return doc2_id
 
-    def _wait(self) -> None:
-        pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
-        if pending:
-            wait(pending, return_when=FIRST_COMPLETED)
-
-    def _collect(self) -> None:
-        """Record every message whose uploads have all ended; queue it for settling or count its failure."""
-        finished = [work for work in self._messages if work.done]
+    def _collect(self) -> list[Finished]:
+        """The messages whose uploads have all ended, their successes recorded."""
+        finished: list[MessageInFlight] = []
+        waiting: list[MessageInFlight] = []
+        for work in self._messages:  # one look per message: an upload may end while they are sorted
+            (finished if work.done else waiting).append(work)
         if not finished:
-            return
-        self._messages = [work for work in self._messages if not work.done]
+            return []
+        self._messages = waiting
         # State first: what reached DOC² is recorded, all these messages' uploads in one call (one transaction),
-        # before any of them is settled or counted as failed.
+        # before the pipeline settles any of them or counts it as failed.
         try:
-            self._record_successes(finished)
+            handed = self._record_successes(finished)
         except BaseException:
             for work in finished:
                 work.close()
             raise
-        for work in finished:
-            if any(upload.error() is None for upload in work.uploads if upload.future is not None):
-                self._proven = True
-            if self.doc2_down is not None and any(
-                isinstance(u.error(), (Doc2Unavailable, OutOfTime)) for u in work.uploads
-            ):
-                # DOC² is down and that is counted once already: this message just waits for the next run.
-                work.close()
-                self._report.messages_seen -= 1
-                self._report.messages_deferred += 1
-                continue
-            try:
-                if self._complete(work):
-                    self._to_settle.append(work)
-            except (Doc2Unavailable, OutOfTime) as err:
-                self.doc2_down = err
+        if any(upload.error() is None for work in finished for upload in work.uploads if upload.future is not None):
+            self._proven = True
+        return handed
 
-    def _record_successes(self, works: list[MessageInFlight]) -> None:
+    def _record_successes(self, works: list[MessageInFlight]) -> list[Finished]:
         """Record the uploads of these messages that reached DOC², in one call to the state store.
 
         When that call fails, each message's uploads are recorded on their own: a message the store will not take
-        (whatever in it the store refuses) is marked ``unrecorded``, its failure and nobody else's. Only when every
-        message fails so (more than one) is the store itself taken for broken: that stops the account."""
+        (whatever in it the store refuses) is handed back ``unrecorded``, its failure and nobody else's. Only when
+        every message fails so (more than one) is the store itself taken for broken: that stops the account."""
+        finished = [Finished(work) for work in works]
         done = [
-            (work, upload)
-            for work in works
-            for upload in work.uploads
+            (one, upload)
+            for one in finished
+            for upload in one.work.uploads
             if upload.future is not None and upload.error() is None
         ]
         if not done:
-            return
+            return finished
         try:
             self._record(done)
-            return
+            return finished
         except Exception as err:  # noqa: BLE001 - each message on its own decides whose fault it is
             batch_error = err
-        refused: list[MessageInFlight] = []
-        for work in works:
-            own = [(w, upload) for w, upload in done if w is work]
+        refused: list[Finished] = []
+        for one in finished:
+            own = [(f, upload) for f, upload in done if f is one]
             if not own:
                 continue
             try:
                 self._record(own)
             except Exception as err:  # noqa: BLE001 - the message's failure, counted by the pipeline
-                work.unrecorded = err
-                refused.append(work)
-        if len(refused) > 1 and len(refused) == len({id(w) for w, _ in done}):
-            for work in refused:
-                work.unrecorded = None
+                one.unrecorded = err
+                refused.append(one)
+        if len(refused) > 1 and len(refused) == len({id(f) for f, _ in done}):
             raise batch_error
+        return finished
 
-    def _record(self, done: list[tuple[MessageInFlight, PendingUpload]]) -> None:
+    def _record(self, done: list[tuple[Finished, PendingUpload]]) -> None:
         self._state.record_uploads(
-            self._account.name,
+            self._account,
             [
                 UploadRecord(
-                    work.identity,
+                    one.work.identity,
                     upload.metadata.custom_doc_id,
                     upload.document.filename,
                     upload.doc2_id(),
                     upload.digest,
                 )
-                for work, upload in done
+                for one, upload in done
             ],
         )
-        for work, upload in done:
-            work.uploaded += 1
-            self._report.documents_uploaded += 1
-            self._report.bytes_uploaded += upload.document.size
-
-    def _flush(self) -> None:
-        batch, self._to_settle = self._to_settle, []
-        try:
-            stop = self._settle(batch)
-        except BaseException:
-            self._report.messages_deferred += len(batch)
-            self._report.messages_seen -= len(batch)
-            raise
-        if stop is not None:
-            raise stop
+        for one, upload in done:
+            one.uploaded += 1
+            one.bytes_uploaded += upload.document.size
 
 
 def upload_pool(workers: int) -> ThreadPoolExecutor:

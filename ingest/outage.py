@@ -113,6 +113,11 @@ class Doc2Verdicts:
         """True while some message waits for a verdict: the run reads one message at a time meanwhile."""
         return bool(self._suspects)
 
+    @property
+    def waiting(self) -> int:
+        """The messages waiting for a verdict (left where they are, nothing counted against them)."""
+        return len(self._suspects)
+
     def suspect(self, suspect: Suspect) -> None:
         """Take in a message whose upload DOC² failed. Raises Doc2Unavailable when that makes an outage."""
         self._suspects.append(suspect)

@@ -2,6 +2,8 @@
 
 State first, side effects after confirmation: a message leaves its folder only once every document of it is
 recorded as uploaded. One failing message never stops the others; one failing account never stops the others.
+The uploads in flight (ingest.flight) hand back finished messages; what becomes of each, and its count in the run
+report, is decided here alone, once its outcome is known.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
@@ -28,20 +31,12 @@ from .errors import (
     UnreadableMessage,
 )
 from .filters import message_passes_filters
-from .flight import Flight, MessageInFlight, upload_pool
+from .flight import Finished, Flight, upload_pool
 from .model import MessageHeaders, MessageRef
 from .outage import KEEPS_FAILING, Doc2Health, Doc2Verdicts, Suspect
-from .outcomes import count_failure, fail_unread, record_run
+from .outcomes import SETTLE_BATCH, count_failure, fail_unread, record_run, seriousness, settle_processed
 from .planning import UploadPlanner, damage
-from .ports import (
-    AccountLock,
-    Doc2Uploader,
-    HeldLock,
-    Mailbox,
-    RemembersSettledMail,
-    Settlement,
-    StateStore,
-)
+from .ports import AccountLock, Doc2Uploader, HeldLock, Mailbox, RemembersSettledMail, StateStore
 from .progress import Progress
 from .report import AccountReport, MessageProblem, RunReport
 from .tempfiles import sweep_stale as sweep_stale_temp_files
@@ -50,8 +45,22 @@ log = logging.getLogger(__name__)
 
 # Uploads of different messages overlap while the next messages are read (ingest.flight): one pool of
 # doc2.max_concurrent_uploads per run, shared by its accounts, which run one after another.
-MailboxFactory = Callable[[AnyAccount], Mailbox]
+Clock = Callable[[], datetime]
+MailboxFactory = Callable[[AnyAccount, Clock], Mailbox]  # an account's mailbox, deciding by the pipeline's clock
 Doc2Factory = Callable[[], Doc2Uploader]
+utc_now: Clock = partial(datetime.now, UTC)
+
+
+@dataclass
+class Landing:
+    """An account's uploads as the pipeline keeps them: the flight, the verdicts on DOC²'s failures, the messages
+    waiting to be moved to the processed folder, and what stopped the uploads (DOC² down, no time left)."""
+
+    flight: Flight
+    verdicts: Doc2Verdicts
+    batch: int  # messages settled together
+    to_settle: list[Finished] = field(default_factory=list)
+    stop: Doc2Unavailable | OutOfTime | None = None
 
 
 class Pipeline:
@@ -63,7 +72,7 @@ class Pipeline:
         open_mailbox: MailboxFactory,
         open_doc2: Doc2Factory,
         deadline: float | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         progress: Progress | None = None,
     ) -> None:
         self.config = config
@@ -158,28 +167,24 @@ class Pipeline:
         self, account: AnyAccount, doc2: Doc2Uploader | None, report: AccountReport, *, dry_run: bool
     ) -> None:
         with ExitStack() as stack:
-            mailbox = stack.enter_context(self._open_mailbox(account))
+            mailbox = stack.enter_context(self._open_mailbox(account, self._clock))
             keeps = mailbox if isinstance(mailbox, RemembersSettledMail) else None  # settled mail listed again
-            flight: Flight | None = None
-            verdicts: Doc2Verdicts | None = None
+            landing: Landing | None = None
             if not dry_run and doc2 is not None:
                 pool = self._uploads or stack.enter_context(upload_pool(self.config.doc2.max_concurrent_uploads))
-                verdicts = Doc2Verdicts(self._health, doc2.probe)
-                judge = verdicts
                 flight = Flight(
-                    account=account,
-                    mailbox=mailbox,
+                    account=account.name,
                     doc2=doc2,
-                    report=report,
                     pool=pool,
                     state=self.state,
                     max_uploads=self.config.doc2.max_concurrent_uploads,
-                    complete=lambda work: self._complete(account, mailbox, report, work, judge),
-                    settle=lambda batch: self._settle(account, mailbox, report, batch),
                     health=self._health,
-                    careful=lambda: judge.suspicious,
                 )
-            self._marks = ReadingMarks(self.state, account.name) if flight is not None else None
+                # A mailbox that moves many messages in one command (IMAP, Graph) settles them in batches; any other
+                # settles each message as soon as its documents are recorded.
+                batch = SETTLE_BATCH if mailbox.settles_in_batches else 1
+                landing = Landing(flight, Doc2Verdicts(self._health, doc2.probe), batch)
+            self._marks = ReadingMarks(self.state, account.name) if landing is not None else None
             self._crashed = self._marks.charge_unfinished() if self._marks is not None else None
             refs = list(mailbox.list_messages())
             looked_at = len(refs)
@@ -191,11 +196,14 @@ class Pipeline:
             elif dry_run:
                 report.notes += mailbox.describe_targets()  # how the target folders are named; nothing made
             try:
-                self._process_refs(account, mailbox, keeps, doc2, refs, report, flight, verdicts, dry_run=dry_run)
+                self._process_refs(account, mailbox, keeps, doc2, refs, report, landing, dry_run=dry_run)
             except BaseException:
-                if flight is not None:
-                    flight.abandon()  # record what reached DOC²; move nothing
+                if landing is not None:
+                    self._abandon(report, landing)  # record what reached DOC²; move nothing
                 raise
+            finally:
+                if landing is not None:  # DOC² failed their uploads; whose fault that was stays undecided
+                    report.messages_deferred += landing.verdicts.waiting
 
     def _process_refs(
         self,
@@ -205,8 +213,7 @@ class Pipeline:
         doc2: Doc2Uploader | None,
         refs: list[MessageRef],
         report: AccountReport,
-        flight: Flight | None,
-        verdicts: Doc2Verdicts | None = None,
+        landing: Landing | None,
         *,
         dry_run: bool,
     ) -> None:
@@ -221,8 +228,8 @@ class Pipeline:
                     mailbox.settle(ref, "processed")
                 continue
             self._position += 1
-            if flight is not None and flight.doc2_down is not None:
-                stop, left = flight.doc2_down, len(refs) - index
+            if landing is not None and landing.stop is not None:
+                stop, left = landing.stop, len(refs) - index
                 break
             if self._crashed is not None and ref.key == self._crashed[0] and self._crashed[1] >= account.max_attempts:
                 fail_unread(
@@ -235,28 +242,28 @@ class Pipeline:
                 report.notes.append("time budget of this run used up; the rest waits for the next run")
                 break
             try:
-                self._process_message(account, mailbox, doc2, ref, report, flight, dry_run=dry_run)
-                if flight is not None:
-                    flight.make_room()
+                self._process_message(account, mailbox, doc2, ref, report, landing, dry_run=dry_run)
+                if landing is not None:
+                    self._make_room(account, mailbox, report, landing)
             except (Doc2Unavailable, ConnectionLost) as err:
                 stop, left = err, len(refs) - index - 1
                 break
-        if flight is not None:
+        if landing is not None:
             try:
                 if isinstance(stop, ConnectionLost):
-                    flight.abandon()  # record what reached DOC²; the mailbox connection is gone: move nothing
+                    self._abandon(report, landing)  # the mailbox connection is gone: move nothing
                 else:
-                    flight.finish()  # the uploads in flight end, the messages they complete are settled
+                    self._finish(account, mailbox, report, landing)
             except ConnectionLost as err:
-                flight.abandon()
+                self._abandon(report, landing)
                 stop = stop or err
-            stop = stop or flight.doc2_down
-        if verdicts is not None and not isinstance(stop, ConnectionLost):  # no mailbox left to move anything
-            self._count_cleared(account, mailbox, report, verdicts)
-            again, outage = verdicts.at_end(lambda suspect: self._kept_failing(account, suspect))
-            for suspect in again:
-                self._count_suspect(account, mailbox, report, suspect)
-            stop = stop or outage
+            stop = stop or landing.stop
+            if not isinstance(stop, ConnectionLost):  # no mailbox left to move anything
+                self._count_cleared(account, mailbox, report, landing.verdicts)
+                again, outage = landing.verdicts.at_end(lambda suspect: self._kept_failing(account, suspect))
+                for suspect in again:
+                    self._count_suspect(account, mailbox, report, suspect)
+                stop = stop or outage
         if stop is not None:
             report.messages_deferred += left
             # DOC² unavailable is a failure of the account's run (exit 1, alert): nothing of it was imported since.
@@ -275,11 +282,11 @@ class Pipeline:
         doc2: Doc2Uploader | None,
         ref: MessageRef,
         report: AccountReport,
-        flight: Flight | None = None,
+        landing: Landing | None = None,
         *,
         dry_run: bool,
     ) -> None:
-        """Read and extract one message and start its uploads; ``flight`` settles it once they are recorded."""
+        """Read and extract one message and start its uploads; it is settled once they are recorded."""
         now = self._clock()
         where = f"account {account.name} message {ref.key}"
         if ref.headers is not None and (reason := message_passes_filters(ref.headers, account.filters, now)):
@@ -287,9 +294,8 @@ class Pipeline:
             log.debug("%s: left in place: %s", where, reason)
             self.progress.message(self._position, ref.headers, "left in place: filter")
             return
-        report.messages_seen += 1
         identity: str | None = None
-        marks = self._marks if not dry_run and flight is not None else None
+        marks = self._marks if not dry_run and landing is not None else None
         if marks is not None:
             marks.begin(ref)  # a message that kills or stalls the run counts as an attempt (ingest.attempts)
         try:
@@ -299,24 +305,24 @@ class Pipeline:
             reason = message_passes_filters(item.headers, account.filters, now)
             self.progress.message(self._position, item.headers, "left in place: filter" if reason else "")
             if reason:
-                report.messages_seen -= 1
                 report.messages_skipped_by_filter += 1
                 item.close()
                 return
             decision = self._planner.route(account, ref, item, report, where, dry_run=dry_run)
             if decision.skip:
-                report.messages_seen -= 1
                 report.messages_skipped_by_rule += 1
                 item.close()
                 mailbox.leave(ref)
                 return
-            if flight is not None:
-                flight.wait_for(identity)  # a copy of a message still in flight: plan it once that one is recorded
-            work = self._planner.plan(account, ref, item, report, where, decision, dry_run=dry_run or flight is None)
-            if dry_run or flight is None:
+            while landing is not None and landing.flight.carries(identity):
+                # a copy of a message still in flight: planned once that one is recorded, so nothing goes twice
+                self._land(account, mailbox, report, landing, landing.flight.next_finished())
+            work = self._planner.plan(account, ref, item, report, where, decision, dry_run=landing is None)
+            if landing is None:
                 work.close()
                 if work.damaged:
                     raise damage(work, dry_run=True)
+                report.messages_seen += 1
                 return
         except Exception as err:  # noqa: BLE001 - every failure is dispatched (and logged once) below
             if ref.key not in self._headers:
@@ -326,7 +332,7 @@ class Pipeline:
         finally:
             if marks is not None:
                 marks.end()
-        flight.start(work)
+        self._land(account, mailbox, report, landing, landing.flight.start(work))
 
     def _message_failed(
         self,
@@ -341,65 +347,102 @@ class Pipeline:
         dry_run: bool = False,
     ) -> None:
         """Count a failed attempt of one message (or not), as its failure calls for; re-raise what stops the run."""
+        report.messages_seen += 1
         headers = self._headers.get(ref.key) or ref.headers  # as read, else as listed
         if isinstance(err, (AccountError, ConnectionLost, Doc2Unavailable, OutOfTime)):
             raise err  # not this message's fault (whose a DOC² failure is, ingest.outage decides): nothing counted
-        if isinstance(err, UnreadableMessage):
-            # The same bytes fail the same way on every attempt: to the failed folder now, with the reason.
+        if isinstance(err, IngestError):
             if dry_run:
                 report.problems.append(MessageProblem(ref.key, str(err)))
                 return
+            # An unreadable message fails the same way on every attempt: to the failed folder now, with the reason.
+            final = isinstance(err, UnreadableMessage)
             count_failure(
-                self.state, self._lock, account, mailbox, ref, identity, headers, report, where, str(err), final=True
+                self.state, self._lock, account, mailbox, ref, identity, headers, report, where, str(err), final=final
             )
-        elif isinstance(err, IngestError):
-            if dry_run:
-                report.problems.append(MessageProblem(ref.key, str(err)))
-                return
-            count_failure(self.state, self._lock, account, mailbox, ref, identity, headers, report, where, str(err))
         else:
             log.error("%s: unexpected error", where, exc_info=err)
             if not dry_run:
                 error = f"unexpected {type(err).__name__}: {err}"
                 count_failure(self.state, self._lock, account, mailbox, ref, identity, headers, report, where, error)
 
-    def _complete(
-        self,
-        account: AnyAccount,
-        mailbox: Mailbox,
-        report: AccountReport,
-        work: MessageInFlight,
-        verdicts: Doc2Verdicts,
-    ) -> bool:
-        """Decide on a message whose uploads all ended and are recorded (state first: the caller recorded what
-        reached DOC²); True when it may be settled.
+    def _make_room(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing) -> None:
+        """Wait until another message may be read, deciding on the messages whose uploads end meanwhile; move a full
+        batch of those to be settled."""
+        while landing.flight.full(careful=landing.verdicts.suspicious):
+            self._land(account, mailbox, report, landing, landing.flight.next_finished())
+        if len(landing.to_settle) >= landing.batch:
+            self._flush(account, mailbox, report, landing)
 
-        Raises what stops the account (Doc2Unavailable for an outage, AccountError).
+    def _finish(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing) -> None:
+        """Wait for every upload in flight, decide on the messages they finish, and settle what is to be settled."""
+        while landing.flight.busy:
+            self._land(account, mailbox, report, landing, landing.flight.next_finished())
+        self._flush(account, mailbox, report, landing)
+
+    def _abandon(self, report: AccountReport, landing: Landing) -> None:
+        """The run stops: what reached DOC² is recorded, nothing moves; the messages in flight and those waiting to be
+        moved are left for the next run (which uploads nothing of them again)."""
+        left = landing.flight.abandon()
+        _count_uploads(report, left)
+        report.messages_deferred += len(left) + len(landing.to_settle)
+        landing.to_settle.clear()
+
+    def _land(
+        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing, finished: list[Finished]
+    ) -> None:
+        """Decide on messages whose uploads all ended and are recorded: to be settled, a failed attempt, or left for
+        the next run. Raises what stops the account (not DOC² down or the time budget: ``landing.stop`` says so)."""
+        _count_uploads(report, finished)
+        for index, done in enumerate(finished):
+            try:
+                if landing.stop is not None and any(
+                    isinstance(error, (Doc2Unavailable, OutOfTime)) for _, error in done.failures
+                ):
+                    # DOC² is down and that is counted once already: this message just waits for the next run.
+                    done.work.close()
+                    report.messages_deferred += 1
+                elif self._complete(account, mailbox, report, done, landing.verdicts):
+                    landing.to_settle.append(done)
+            except (Doc2Unavailable, OutOfTime) as err:
+                landing.stop = err
+            except BaseException:
+                rest = finished[index + 1 :]  # not looked at: left for the next run
+                for other in rest:
+                    other.work.close()
+                report.messages_deferred += len(rest)
+                raise
+
+    def _complete(
+        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, done: Finished, verdicts: Doc2Verdicts
+    ) -> bool:
+        """Decide on a message whose uploads all ended and are recorded (state first); True when it may be settled.
+
+        Raises what stops the account (Doc2Unavailable for an outage, OutOfTime, AccountError).
         """
-        failures = [(upload, error) for upload in work.uploads if (error := upload.error()) is not None]
+        work, failures = done.work, done.failures
         work.close()
         self._count_cleared(account, mailbox, report, verdicts)
-        if work.unrecorded is not None:
+        if done.unrecorded is not None:
             # DOC² has (some of) its documents, the state store would not take the record: not settled, counted as
             # this message's failure (its next attempt sends them again with the same custom_doc_id).
             error = DocumentError(
-                f"the state store could not record what DOC² accepted of it ({work.unrecorded}); "
+                f"the state store could not record what DOC² accepted of it ({done.unrecorded}); "
                 "its documents go again with the same custom_doc_id"
             )
             self._message_failed(account, mailbox, work.ref, None, report, work.where, error)
             return False
         if failures:
-            upload, err = min(failures, key=lambda failure: (_seriousness(failure[1]), failure[0].gave_up_at))
+            upload, err = min(failures, key=lambda failure: (seriousness(failure[1]), failure[0].gave_up_at))
             if not isinstance(err, Exception):
                 raise err
             if isinstance(err, OutOfTime):
-                report.messages_seen -= 1  # the run's budget ran out in its retries: it waits, nothing counted
-                report.messages_deferred += 1
+                report.messages_deferred += 1  # the run's budget ran out in its retries: it waits, nothing counted
                 log.warning("%s: left for the next run: %s", work.where, err)
                 raise err  # and the account stops: the time left is not worth another message
             if isinstance(err, Doc2Unavailable):
-                report.messages_seen -= 1  # waits for the verdict, counted (or not) in _count_cleared
-                report.messages_deferred += 1
+                # Left where it is, nothing counted yet: counted once DOC² accepts an upload started after this one
+                # gave up (_count_cleared), or left for the next run (ingest.outage).
                 log.warning("%s: DOC² failed its upload, nothing counted yet: %s", work.where, err)
                 verdicts.suspect(Suspect(work.ref, work.identity, work.where, err, upload.gave_up_at))
                 self._count_cleared(account, mailbox, report, verdicts)
@@ -419,8 +462,6 @@ class Pipeline:
             self._count_suspect(account, mailbox, report, suspect)
 
     def _count_suspect(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, suspect: Suspect) -> None:
-        report.messages_deferred -= 1
-        report.messages_seen += 1
         error = DocumentError(suspect.reason())
         self._message_failed(account, mailbox, suspect.ref, suspect.identity, report, suspect.where, error)
 
@@ -429,52 +470,22 @@ class Pipeline:
         state = self.state.message(account.name, suspect.ref.key)
         return state is not None and state.attempts > 0 and (state.last_error or "").startswith(KEEPS_FAILING)
 
-    def _settle(
-        self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, batch: list[MessageInFlight]
-    ) -> IngestError | None:
-        """Move messages whose documents are all recorded to the processed folder (one command where the mailbox
-        can), then record them as settled. Returns what stops the run when the mailbox could not move some of them
-        for a reason that is not theirs (Graph still throttling), after recording the others."""
-        if not batch:
-            return None
-        self._lock.check()  # a run that lost its account's lease moves nothing more
-        # by message key: what settle_many could not move (Graph)
-        not_moved = mailbox.settle_many([work.ref for work in batch], "processed")
-        moved = [work for work in batch if work.ref.key not in not_moved]
-        self.state.record_settlements(
-            account.name, [Settlement(work.ref.key, work.identity, "processed") for work in moved]
-        )  # one transaction for the batch
-        for work in batch:
-            if work.ref.key in not_moved:
-                # Still in the source folder with its documents recorded: the next run moves it, uploading nothing.
-                error = not_moved[work.ref.key]
-                report.messages_seen -= 1
-                report.messages_deferred += 1
-                report.problems.append(MessageProblem(work.ref.key, f"documents uploaded, not moved: {error}"))
-                log.warning("%s: documents uploaded, but not moved to the processed folder: %s", work.where, error)
-                continue
-            if work.uploaded or self.state.uploaded(account.name, work.identity):
-                report.messages_imported += 1
-            else:
-                report.messages_without_documents += 1
-            log.info("%s: settled as processed (%d documents uploaded now)", work.where, work.uploaded)
-        stops = [error for error in not_moved.values() if isinstance(error, (AccountError, ConnectionLost))]
-        return min(stops, key=_seriousness) if stops else None
+    def _flush(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing) -> None:
+        """Settle the messages waiting to be moved to the processed folder; raises what stops the run."""
+        batch, landing.to_settle = landing.to_settle, []
+        try:
+            stop = settle_processed(self.state, self._lock, account, mailbox, report, batch)
+        except BaseException:
+            report.messages_deferred += len(batch)  # not moved (nor recorded as settled): the next run moves them
+            raise
+        if stop is not None:
+            raise stop
+
+
+def _count_uploads(report: AccountReport, finished: list[Finished]) -> None:
+    report.documents_uploaded += sum(done.uploaded for done in finished)
+    report.bytes_uploaded += sum(done.bytes_uploaded for done in finished)
 
 
 def _account_failed(account: AnyAccount, error: str) -> AccountReport:
     return AccountReport(account=account.name, type=account.type, outcome="account_failed", error=error)
-
-
-def _seriousness(err: BaseException) -> int:
-    """Which failure of a message's uploads decides: the one that stops the account, then the run's time budget,
-    then DOC² failing (whose fault is not known yet), then the rest."""
-    if isinstance(err, AccountError):
-        return 0
-    if isinstance(err, OutOfTime):
-        return 1
-    if isinstance(err, Doc2Unavailable):
-        return 2
-    if isinstance(err, IngestError):
-        return 3
-    return 4 if isinstance(err, Exception) else -1

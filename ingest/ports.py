@@ -1,5 +1,6 @@
-"""The ports of the core: what the pipeline and the uploads in flight ask of a mailbox, of the state store and of
-DOC², whatever fills them in (ingest.mailbox, ingest.state, ingest.doc2). The core imports these, never an adapter.
+"""The ports of the core: what the pipeline asks of a mailbox and of the state store, and the uploads in flight of
+the state store and of DOC², whatever fills them in (ingest.mailbox, ingest.state, ingest.doc2). The core imports
+these, never an adapter.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from .config import AnyAccount, Config, GraphAccount, ImapAccount, Pop3Account, 
 from .doc2 import Doc2Client
 from .errors import IngestError
 from .mailbox.base import Mailbox
-from .pipeline import Pipeline
+from .pipeline import Clock, Pipeline, utc_now
 from .progress import Progress
 from .queueing import JobQueue
 from .report import RunReport
@@ -66,10 +66,12 @@ def open_mailbox(
     deadline: float | None = None,
     dry_run: bool = False,
     timeout: float | None = None,
+    clock: Clock | None = None,
 ) -> Mailbox:
     """The adapter for ``account``; a Graph mailbox reads its folder by delta query with its cursor in ``state``,
-    which a dry run reads but never moves on. ``timeout`` (TEST LOGIN's) caps the time-out of each request and
-    each wait for a server's answer."""
+    which a dry run reads but never moves on, and decides the account's message filters by ``clock`` (an import:
+    the pipeline's clock; by default the current time). ``timeout`` (TEST LOGIN's) caps the time-out of each
+    request and each wait for a server's answer."""
     if isinstance(account, ImapAccount | Pop3Account):
         if timeout is not None and timeout < account.timeout_seconds:
             account = account.model_copy(update={"timeout_seconds": timeout})
@@ -102,6 +104,7 @@ def open_mailbox(
         token_cache=token_cache,
         proxies=settings.proxies,
         timeout=timeout,
+        clock=clock,
     )
 
 
@@ -157,7 +160,10 @@ def run_import(
     secrets: SecretSource | None = None,
     state: StateStore | None = None,
     progress: Progress | None = None,
+    clock: Clock = utc_now,
 ) -> RunReport:
+    """One import pass of ``names`` (all accounts by default). ``clock``: the run's one clock, by which the pipeline
+    and the mailboxes alike decide the message filters (the current time; a test gives its own)."""
     config = config.with_default_ca(combined_bundle(settings.ca_bundles))
     accounts = config.select(names)
     secrets = secrets or open_secrets(settings)
@@ -168,11 +174,12 @@ def run_import(
         pipeline = Pipeline(
             config,
             state=state,
-            open_mailbox=lambda account: open_mailbox(
-                account, secrets=secrets, settings=settings, state=state, deadline=deadline, dry_run=dry_run
+            open_mailbox=lambda account, now: open_mailbox(
+                account, secrets=secrets, settings=settings, state=state, deadline=deadline, dry_run=dry_run, clock=now
             ),
             open_doc2=lambda: make_doc2_client(config, settings, secrets, deadline=deadline),
             deadline=deadline,
+            clock=clock,
             progress=progress,
         )
         report = pipeline.run(accounts, dry_run=dry_run)

@@ -15,6 +15,15 @@ from tests.support.microsoft import PNG, MicrosoftCloud, mail_with_attachment, p
 START = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
 
 
+def _invoices(cloud: MicrosoftCloud, count: int) -> None:
+    for number in range(count):
+        cloud.mailbox.add_message(
+            subject=f"Invoice {number}",
+            received=START + dt.timedelta(minutes=number),
+            attachments=[FileAttachment(f"invoice-{number}.pdf", pdf(), "application/pdf")],
+        )
+
+
 def test_120_mails_over_three_pages_are_imported_once_and_moved(
     cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path
 ) -> None:
@@ -51,15 +60,30 @@ def test_120_mails_over_three_pages_are_imported_once_and_moved(
     assert len(listing) == 3  # a full delta round, 50 a page
 
 
+def test_the_run_has_one_clock_for_graph_s_max_age_and_the_pipeline_s_filters(
+    cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path
+) -> None:
+    # Mail of May 2024 with max_age_days 30: too old by the real clock, new by the run's clock (a day after it
+    # arrived). Graph's $filter (the mailbox) and the pipeline's filter decision go by the one clock of the run: a
+    # mailbox deciding by a clock of its own would list none of it, a pipeline by its own would leave all of it.
+    _invoices(cloud, 3)
+
+    report = run_graph_import(
+        cloud, doc2_server, tmp_path, clock=lambda: START + dt.timedelta(days=1), filters={"max_age_days": 30}
+    )
+
+    (account,) = report.accounts
+    assert account.error is None, account.error
+    assert (account.messages_imported, account.messages_skipped_by_filter) == (3, 0)
+    assert sorted(u.filename for u in doc2_server.uploads) == [f"invoice-{n}.pdf" for n in range(3)]
+    (listing,) = [r for r in cloud.graph.requests if r.path.endswith("/messages/delta") and r.method == "GET"]
+    assert listing.query["$filter"] == "receivedDateTime ge 2024-04-02T08:00:00Z"
+
+
 def test_failed_move_after_upload_is_not_uploaded_again(
     cloud: MicrosoftCloud, doc2_server: Doc2Server, tmp_path: Path
 ) -> None:
-    for number in range(3):
-        cloud.mailbox.add_message(
-            subject=f"Invoice {number}",
-            received=START + dt.timedelta(minutes=number),
-            attachments=[FileAttachment(f"invoice-{number}.pdf", pdf(), "application/pdf")],
-        )
+    _invoices(cloud, 3)
     cloud.graph.inject(503, retry_after=None, times=None, path_contains="/move")  # Graph fails after the upload
 
     first = run_graph_import(cloud, doc2_server, tmp_path)

@@ -3,7 +3,7 @@ moved before its documents are recorded, nothing uploaded twice), against the re
 
 from __future__ import annotations
 
-from ingest.flight import SETTLE_BATCH
+from ingest.outcomes import SETTLE_BATCH
 from ingest.state.sqlite import SqliteStateStore
 
 from .mail import invoice_mail

@@ -4,11 +4,14 @@ directory, and the secrets of the app registration plus the DOC² key."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.config import Config, parse_config
+from ingest.pipeline import utc_now
 from ingest.report import RunReport
 from ingest.service import run_import
 from ingest.settings import Settings
@@ -44,12 +47,21 @@ def graph_import(cloud: MicrosoftCloud, doc2: Doc2Server, tmp_path: Path, **fiel
 
 
 def run_graph_import(
-    cloud: MicrosoftCloud, doc2: Doc2Server, tmp_path: Path, *, dry_run: bool = False, **fields: Any
+    cloud: MicrosoftCloud,
+    doc2: Doc2Server,
+    tmp_path: Path,
+    *,
+    dry_run: bool = False,
+    clock: Callable[[], datetime] = utc_now,
+    **fields: Any,
 ) -> RunReport:
-    """One import pass of the cloud's Graph account, its state kept in ``tmp_path`` from pass to pass."""
+    """One import pass of the cloud's Graph account, its state kept in ``tmp_path`` from pass to pass; ``clock``: the
+    run's clock."""
     wired = graph_import(cloud, doc2, tmp_path, **fields)
     state = open_state_store(wired.settings.state_url)
     try:
-        return run_import(wired.settings, wired.config, secrets=wired.secrets, state=state, dry_run=dry_run)
+        return run_import(
+            wired.settings, wired.config, secrets=wired.secrets, state=state, dry_run=dry_run, clock=clock
+        )
     finally:
         state.close()
