@@ -187,9 +187,7 @@ class Pipeline:
             self._marks = ReadingMarks(self.state, account.name) if landing is not None else None
             self._crashed = self._marks.charge_unfinished() if self._marks is not None else None
             refs = list(mailbox.list_messages())
-            looked_at = len(refs)
-            if keeps is not None:
-                looked_at -= sum(1 for ref in refs if keeps.remembered(ref))
+            looked_at = sum(1 for ref in refs if keeps is None or not keeps.remembered(ref))  # not settled before
             self.progress.account_started(account.name, account.type, looked_at)
             if refs and not dry_run:
                 mailbox.ensure_targets()  # a target folder the server refuses stops the account before any upload
