@@ -127,7 +127,10 @@ def _remove_file(path: str) -> None:
 
 
 class BlobWriter:
-    """Collects bytes in memory and spills them to a temporary file once they pass ``memory_limit``."""
+    """Collects bytes in memory and spills them to a temporary file once they pass ``memory_limit``.
+
+    As a context manager it discards what was written (:meth:`abort`) when the block fails; :meth:`finish` after the
+    block gives the blob."""
 
     def __init__(self, memory_limit: int | None = None) -> None:
         self._limit = BLOB_MEMORY_LIMIT if memory_limit is None else memory_limit
@@ -165,6 +168,13 @@ class BlobWriter:
             self.abort()
             raise _no_space(err) from err
         return FileBlob(path, self.size)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is not None:
+            self.abort()
 
     def abort(self) -> None:
         if self._spill is not None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.model import BLOB_MEMORY_LIMIT
-from ingest.tempfiles import LOOSE_FILE_MAX_AGE_SECONDS, sweep_stale
+from ingest.model import BLOB_MEMORY_LIMIT, BlobWriter, FileBlob
+from ingest.tempfiles import FILE_PREFIX, LOOSE_FILE_MAX_AGE_SECONDS, sweep_stale
 
 from .mail import invoice_mail
 from .support.scenario import PROJECT_ROOT
@@ -94,6 +94,26 @@ def test_loose_files_of_the_old_layout_go_only_when_old(private_tmp: Path) -> No
     assert sweep_stale() == 1
     assert not old.exists() and new.exists()
     assert (target / "file").exists() and link.is_symlink()  # a link is never followed, never removed
+
+
+def _spilled(tmp: Path) -> list[Path]:
+    return [path for path in tmp.rglob(f"{FILE_PREFIX}*") if path.is_file()]
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(private_tmp: Path) -> None:
+    """The one rule every reader (IMAP, POP3, Graph downloads, the pre-pass) writes a message by: a failure inside
+    the writer's block discards what was spilled; a block that ends well leaves the blob to finish()."""
+    with pytest.raises(ConnectionError), BlobWriter(memory_limit=16) as failing:
+        failing.write(b"x" * 1024)
+        assert _spilled(private_tmp), "spilled to a temporary file"
+        raise ConnectionError("the server hung up")
+    assert _spilled(private_tmp) == []
+
+    with BlobWriter(memory_limit=16) as writer:
+        writer.write(b"x" * 1024)
+    blob = writer.finish()
+    assert isinstance(blob, FileBlob) and Path(blob.path).read_bytes() == b"x" * 1024
+    blob.close()
 
 
 @pytest.mark.parametrize("kind", ["pop3", "imap"])

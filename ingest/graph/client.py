@@ -225,12 +225,8 @@ class GraphSession:
         With ``limit``, reading stops once more than ``limit`` bytes arrived: the caller sees a too-large body
         without it ever being held whole.
         """
-        writer = BlobWriter() if spill else BlobWriter(memory_limit=sys.maxsize)
-        try:
+        with BlobWriter() if spill else BlobWriter(memory_limit=sys.maxsize) as writer:
             self.run(lambda: self._download(path, limit, writer))
-        except BaseException:
-            writer.abort()
-            raise
         return writer.finish()
 
     async def _download(self, path: str, limit: int | None, sink: BlobWriter) -> None:

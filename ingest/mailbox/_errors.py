@@ -7,6 +7,11 @@ import imaplib
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import AccountError
+
+_Session = TypeVar("_Session")
 
 # What a broken IMAP connection raises (imaplib's abort: the server hung up or sent garbage).
 IMAP_NETWORK_ERRORS = (OSError, imaplib.IMAP4.abort, ssl.SSLError, socket.timeout)
@@ -23,6 +28,20 @@ def server_text(err: BaseException) -> str:
 def describe(err: BaseException) -> str:
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def connect(where: str, open_session: Callable[[], _Session], failures: tuple[type[BaseException], ...]) -> _Session:
+    """Open a session (TCP, TLS at once or by STARTTLS/STLS) with ``open_session``: an untrusted certificate, or one of
+    ``failures`` (the network's and the protocol library's errors), becomes the account's error saying so; an
+    AccountError ``open_session`` raises (a server without STARTTLS) passes as it is."""
+    try:
+        return open_session()
+    except ssl.SSLCertVerificationError as err:
+        raise AccountError(
+            f"{where}: TLS certificate not trusted ({err.verify_message}); set ca_file for a private CA"
+        ) from err
+    except failures as err:
+        raise AccountError(f"{where}: cannot connect: {describe(err)}") from err
 
 
 def close_quietly(polite: Callable[[], object], forceful: Callable[[], object]) -> None:

@@ -25,7 +25,7 @@ from ..mime.item import MimeMailItem
 from ..model import BlobWriter, FileBlob, MessageRef, too_big
 from ..tls import client_context
 from . import imap_providers, imap_sections
-from ._errors import IMAP_NETWORK_ERRORS, close_quietly, describe, server_text, throttled
+from ._errors import IMAP_NETWORK_ERRORS, close_quietly, connect, describe, server_text, throttled
 from .base import Outcome
 from .imap_folder_session import SessionFolders
 
@@ -80,30 +80,24 @@ class ImapMailbox:
         close_quietly(client.logout, client.shutdown)
 
     def _connect(self) -> IMAPClient:
+        timeout = _timeouts(self.account.timeout_seconds)
+        context = client_context(self.account.ca_file)
+        return connect(self._where, lambda: self._open(context, timeout), (*_NETWORK_ERRORS, IMAPClientError))
+
+    def _open(self, context: ssl.SSLContext, timeout: SocketTimeout) -> IMAPClient:
         account = self.account
-        timeout = _timeouts(account.timeout_seconds)
-        context = client_context(account.ca_file)
-        try:
-            if account.security == "ssl":
-                return IMAPClient(account.host, account.effective_port, ssl=True, ssl_context=context, timeout=timeout)
-            client = IMAPClient(account.host, account.effective_port, ssl=False, timeout=timeout)
-            if account.security == "starttls":
-                if b"STARTTLS" not in client.capabilities():
-                    client.shutdown()
-                    raise AccountError(
-                        f"{self._where}: the server does not offer STARTTLS; refusing to send the password "
-                        f"unencrypted (use security: ssl, or a server with STARTTLS)"
-                    )
-                client.starttls(context)
-            return client
-        except AccountError:
-            raise
-        except ssl.SSLCertVerificationError as err:
-            raise AccountError(
-                f"{self._where}: TLS certificate not trusted ({err.verify_message}); set ca_file for a private CA"
-            ) from err
-        except (*_NETWORK_ERRORS, IMAPClientError) as err:
-            raise AccountError(f"{self._where}: cannot connect: {describe(err)}") from err
+        if account.security == "ssl":
+            return IMAPClient(account.host, account.effective_port, ssl=True, ssl_context=context, timeout=timeout)
+        client = IMAPClient(account.host, account.effective_port, ssl=False, timeout=timeout)
+        if account.security == "starttls":
+            if b"STARTTLS" not in client.capabilities():
+                client.shutdown()
+                raise AccountError(
+                    f"{self._where}: the server does not offer STARTTLS; refusing to send the password "
+                    f"unencrypted (use security: ssl, or a server with STARTTLS)"
+                )
+            client.starttls(context)
+        return client
 
     def _login(self) -> None:
         account = self.account
@@ -250,31 +244,28 @@ class ImapMailbox:
     def _fetch_to_file(self, uid: int) -> FileBlob:
         """A large message, fetched piece by piece (partial FETCH) into a temporary file."""
         client = self._require()
-        writer = BlobWriter(memory_limit=0)
         offset = 0
-        try:
-            while True:
-                answer = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
-                piece = answer.get(f"BODY[]<{offset}>".encode())
-                if piece is None:
-                    if offset == 0:
-                        raise DocumentError(
-                            f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched"
-                        )
-                    break
-                writer.write(piece)
-                offset += len(piece)
-                if len(piece) < FETCH_PIECE_BYTES:
-                    break
-        except _NETWORK_ERRORS as err:
-            writer.abort()
-            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
-        except IMAPClientError as err:
-            writer.abort()
-            raise DocumentError(f"{self._where}: server refused to give message UID {uid}: {describe(err)}") from err
-        except BaseException:
-            writer.abort()
-            raise
+        with BlobWriter(memory_limit=0) as writer:  # a failure discards what was written
+            try:
+                while True:
+                    answer = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
+                    piece = answer.get(f"BODY[]<{offset}>".encode())
+                    if piece is None:
+                        if offset == 0:
+                            raise DocumentError(
+                                f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched"
+                            )
+                        break
+                    writer.write(piece)
+                    offset += len(piece)
+                    if len(piece) < FETCH_PIECE_BYTES:
+                        break
+            except _NETWORK_ERRORS as err:
+                raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+            except IMAPClientError as err:
+                raise DocumentError(
+                    f"{self._where}: server refused to give message UID {uid}: {describe(err)}"
+                ) from err
         blob = writer.finish()
         if not isinstance(blob, FileBlob):  # memory_limit=0: every byte went to the file
             raise RuntimeError("a large message was not spooled to a file")

@@ -22,7 +22,7 @@ from ..mime.headers import parse_headers
 from ..mime.item import MimeMailItem
 from ..model import BlobWriter, MessageRef, too_big
 from ..tls import client_context
-from ._errors import close_quietly, describe, server_text
+from ._errors import close_quietly, connect, describe, server_text
 from .base import Outcome
 
 log = logging.getLogger(__name__)
@@ -153,33 +153,27 @@ class Pop3Mailbox:
         close_quietly(client.quit, client.close)  # QUIT commits the deletions of this session
 
     def _connect(self) -> poplib.POP3:
+        context = client_context(self.account.ca_file)
+        return connect(self._where, lambda: self._open(context), (*_NETWORK_ERRORS, poplib.error_proto))
+
+    def _open(self, context: ssl.SSLContext) -> poplib.POP3:
         account = self.account
-        context = client_context(account.ca_file)
         timeout = account.timeout_seconds
-        try:
-            if account.security == "ssl":
-                return poplib.POP3_SSL(account.host, account.effective_port, timeout=timeout, context=context)
-            client = poplib.POP3(account.host, account.effective_port, timeout=timeout)
-            if account.security == "starttls":
-                try:
-                    capabilities = client.capa()
-                except poplib.error_proto:
-                    capabilities = {}
-                if "STLS" not in capabilities:
-                    client.close()
-                    raise AccountError(
-                        f"{self._where}: the server does not offer STLS; refusing to send the password unencrypted"
-                    )
-                client.stls(context)
-            return client
-        except AccountError:
-            raise
-        except ssl.SSLCertVerificationError as err:
-            raise AccountError(
-                f"{self._where}: TLS certificate not trusted ({err.verify_message}); set ca_file for a private CA"
-            ) from err
-        except (*_NETWORK_ERRORS, poplib.error_proto) as err:
-            raise AccountError(f"{self._where}: cannot connect: {describe(err)}") from err
+        if account.security == "ssl":
+            return poplib.POP3_SSL(account.host, account.effective_port, timeout=timeout, context=context)
+        client = poplib.POP3(account.host, account.effective_port, timeout=timeout)
+        if account.security == "starttls":
+            try:
+                capabilities = client.capa()
+            except poplib.error_proto:
+                capabilities = {}
+            if "STLS" not in capabilities:
+                client.close()
+                raise AccountError(
+                    f"{self._where}: the server does not offer STLS; refusing to send the password unencrypted"
+                )
+            client.stls(context)
+        return client
 
     def _login(self) -> None:
         client = self._require()
@@ -357,30 +351,24 @@ class Pop3Mailbox:
         if ref.size is not None and ref.size > limit:
             raise UnreadableMessage(f"{too_big('the message', ref.size, limit)}: not downloaded")
         number = self._number(ref)  # may open a new session: the client is taken after it
-        writer = BlobWriter()
-        try:
-            client = self._require()
-            client._putcmd(f"RETR {number}")  # type: ignore[attr-defined]  # poplib's own steps of retr(), streamed
-            client._getresp()  # type: ignore[attr-defined]
-            if not _stream_reply(client, writer, limit):
-                writer.abort()
-                self._reopen(DocumentError("message longer than listed"))  # the rest of it is still on the wire
-                raise UnreadableMessage(f"{too_big('the message', limit + 1, limit)} (more than listed): not read")
-        except poplib.error_proto as err:
-            writer.abort()
-            if _connection_closed(err):
+        with BlobWriter() as writer:  # a failure discards what was written
+            try:
+                client = self._require()
+                client._putcmd(f"RETR {number}")  # type: ignore[attr-defined]  # poplib's own steps of retr(), streamed
+                client._getresp()  # type: ignore[attr-defined]
+                if not _stream_reply(client, writer, limit):
+                    self._reopen(DocumentError("message longer than listed"))  # the rest of it is still on the wire
+                    raise UnreadableMessage(f"{too_big('the message', limit + 1, limit)} (more than listed): not read")
+            except poplib.error_proto as err:
+                if _connection_closed(err):
+                    raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+                if not _server_refused(err):
+                    self._reopen(err)
+                raise DocumentError(
+                    f"{self._where}: RETR {ref.ref} (message {ref.key}) refused: {server_text(err)}"
+                ) from err
+            except _NETWORK_ERRORS as err:
                 raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
-            if not _server_refused(err):
-                self._reopen(err)
-            raise DocumentError(
-                f"{self._where}: RETR {ref.ref} (message {ref.key}) refused: {server_text(err)}"
-            ) from err
-        except _NETWORK_ERRORS as err:
-            writer.abort()
-            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
-        except BaseException:
-            writer.abort()
-            raise
         return MimeMailItem(writer.finish())
 
     def leave(self, ref: MessageRef) -> None:

@@ -145,8 +145,7 @@ class LeanMessage:
     def restore_blob(self, data: bytes) -> Blob:
         """As :meth:`restore`, into a Blob written run by run in chunks: an attached message of a big mail goes to
         a temporary file, never whole in memory."""
-        writer = BlobWriter()
-        try:
+        with BlobWriter() as writer:
             mine = self.prefix.encode()
             position = 0
             if self.runs and mine in data:
@@ -159,9 +158,6 @@ class LeanMessage:
                         writer.write(chunk)
                     position = match.end()
             writer.write(data[position:])
-        except BaseException:
-            writer.abort()
-            raise
         return writer.finish()
 
     def _decode_one_run(self, pieces: list[str | tuple[int, int]]) -> Blob | None:

@@ -202,8 +202,7 @@ def _as_attached_message(name: str, mime: Blob) -> Blob:
     disposition = b"attachment"
     if filename:
         disposition += b"; filename*=utf-8''" + quote(filename, safe="").encode("ascii")
-    writer = BlobWriter()
-    try:
+    with BlobWriter() as writer:
         writer.write(b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n')
         writer.write(
             b"--" + boundary + b"\r\nContent-Type: message/rfc822\r\nContent-Disposition: " + disposition + b"\r\n\r\n"
@@ -211,9 +210,6 @@ def _as_attached_message(name: str, mime: Blob) -> Blob:
         for chunk in mime.chunks():
             writer.write(chunk)
         writer.write(b"\r\n--" + boundary + b"--\r\n")
-    except BaseException:
-        writer.abort()
-        raise
     return writer.finish()
 
 
