@@ -11,6 +11,7 @@ From header must match a pattern (``From: mallory@evil.example, billing@supplier
 from __future__ import annotations
 
 import email.errors
+import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -70,9 +71,14 @@ def senders_allowed(addresses: Sequence[str], patterns: Sequence[str]) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def strict_addresses(value: str) -> tuple[str, ...]:
     """Every ``local@domain`` of an address-list header (From, Sender), or () when the header is not a clean
-    address list: one address the parser had to guess at makes the whole header unreadable for a filter."""
+    address list: one address the parser had to guess at makes the whole header unreadable for a filter.
+
+    Kept for the last 1,024 header texts: the strict parser takes ~0.3 ms a header (a tenth of a mail's CPU in an
+    IMAP import), every message read is asked (``MessageHeaders.from_addresses``), and a mailbox's mail comes from
+    few senders. A pure function of the text, and the answer is an immutable tuple."""
     try:
         header = _REGISTRY("from", value)
     except Exception:  # noqa: BLE001 - whatever the parser trips over, the header is not readable
