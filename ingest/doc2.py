@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from typing import Any, BinaryIO
 
@@ -47,7 +48,7 @@ class Doc2Client:
         self._retry = retry or default_policy()
         self._timeout = timeout
         self._deadline = deadline  # time.monotonic() after which no request or wait is started (the run's budget)
-        self._http = httpx.Client(
+        self._settings: dict[str, Any] = dict(
             base_url=self.base_url,
             headers={"X-API-KEY": api_key, "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
@@ -57,13 +58,30 @@ class Doc2Client:
             trust_env=False,
             proxy=proxy,
         )
+        # httpx's client is made when first needed (the key check, the probe, a document in a temporary file, a
+        # proxy or a test transport): making it costs ~50 ms of CPU (httpcore and h2 imported, its pool).
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
         # Uploads in memory go through a leaner sender (ingest.doc2_wire: same bytes, one write, less CPU) unless a
-        # proxy or a test transport must see them.
+        # proxy or a test transport must see them. It sends what httpx's client would: the template is a request
+        # of a client of the same settings that sends nothing.
         self._lean = (
-            LeanSender(httpx.URL(self.base_url), verify, CONNECT_TIMEOUT)
+            LeanSender(httpx.URL(self.base_url), verify, CONNECT_TIMEOUT, template=self._upload_template())
             if proxy is None and transport is None
             else None
         )
+
+    @property
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(**self._settings)
+            return self._client
+
+    def _upload_template(self) -> httpx.Request:
+        settings = dict(self._settings, transport=httpx.MockTransport(_sends_nothing))
+        with httpx.Client(**settings) as client:
+            return client.build_request("POST", UPLOAD_PATH)
 
     def __enter__(self) -> Doc2Client:
         return self
@@ -72,7 +90,10 @@ class Doc2Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
         if self._lean is not None:
             self._lean.close()
 
@@ -127,21 +148,25 @@ class Doc2Client:
             body: bytes | BinaryIO = document.blob.read() if document.blob.in_memory else document.open()
             sent = time.monotonic()
             try:
-                request = self._http.build_request(
-                    "POST",
-                    UPLOAD_PATH,
-                    data={"source": source, "metadata": metadata.as_json()},
-                    files={"file": (document.filename, body, document.content_type)},
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-                if isinstance(body, bytes):
-                    # A document in memory goes as one piece: the form's dozen short lines each took a write to
-                    # the socket of their own (and a turn of the GIL), which cost more CPU than the document.
-                    request.read()
-                sent = time.monotonic()
                 if isinstance(body, bytes) and self._lean is not None:
-                    response = self._lean.send(request, timeout.read or self._timeout if timeout else self._timeout)
+                    # A document in memory: the form built and sent by the lean sender, in one write.
+                    response = self._lean.post_form(
+                        [("source", source), ("metadata", metadata.as_json())],
+                        ("file", document.filename, body, document.content_type),
+                        timeout.read or self._timeout if timeout else self._timeout,
+                    )
                 else:
+                    request = self._http.build_request(
+                        "POST",
+                        UPLOAD_PATH,
+                        data={"source": source, "metadata": metadata.as_json()},
+                        files={"file": (document.filename, body, document.content_type)},
+                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    )
+                    if isinstance(body, bytes):
+                        # A document in memory goes as one piece: the form's dozen short lines each took a write
+                        # to the socket of their own (and a turn of the GIL), which cost more CPU than the document.
+                        request.read()
                     response = self._http.send(request)
                 telemetry.record_doc2_request(time.monotonic() - sent, str(response.status_code))
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as err:
@@ -247,6 +272,10 @@ class Doc2Client:
             f"DOC² at {self.base_url} rejected the API key (HTTP {response.status_code}): check the secret named in "
             f"doc2.api_key_secret and that the key is active in DOC² (Settings > Integration)"
         )
+
+
+def _sends_nothing(request: httpx.Request) -> httpx.Response:
+    raise RuntimeError("the upload template is never sent")
 
 
 def doc2_id(answer: dict[str, Any]) -> str | None:

@@ -4,12 +4,14 @@ forms through it (the import tests run every in-memory upload through it too).""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ingest.doc2 import Doc2Client
@@ -43,6 +45,7 @@ class _KeepAliveServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.connections = 0
         self.requests = 0
+        self.received: list[bytes] = []  # every request as it came: request line, header fields, body
         self.closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -67,11 +70,14 @@ class _KeepAliveServer:
                 if not line:
                     return
                 length = 0
+                received = [line]
                 while (header := reader.readline()) not in (b"\r\n", b""):
+                    received.append(header)
                     name, _, value = header.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                reader.read(length)
+                received += [b"\r\n", reader.read(length)]
+                self.received.append(b"".join(received))
                 self.requests += 1
                 answer = b'{"success": true, "doc_id": "%d"}' % self.requests
                 tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
@@ -139,3 +145,41 @@ def test_the_lean_path_sends_the_form_the_doc2_server_accepts(doc2_server: Doc2S
     first, second = doc2_server.uploads
     assert (first.filename, first.content, first.custom_doc_id) == (name, document.content, METADATA.custom_doc_id)
     assert second.content == _document(2).content
+
+
+FORM_NAMES = [
+    "invoice-1.pdf",
+    "Rechnung März 2026.pdf",
+    'quote " and back\\slash.pdf',
+    "tab\tnew\nline\x1b esc\x7f.pdf",
+    "семь.docx",
+]
+
+
+@pytest.mark.parametrize("name", FORM_NAMES)
+def test_the_lean_path_sends_the_bytes_httpx_sends_but_for_the_boundary(
+    ca: TestCA, keep_alive: _KeepAliveServer, name: str
+) -> None:
+    """The form is built by hand on the lean path: request line, header fields and body are httpx's own."""
+    document = Document(name, "text/csv; charset=utf-8", b"a;b\r\n\x00\xff;\xe4\r\n", key="0")
+    with Doc2Client(keep_alive.url, "the-key", verify=ca.client_context()) as client:
+        client.upload(document, "email:wire", METADATA)
+    sent_by_httpx: list[bytes] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        head = [f"{request.method} {request.url.raw_path.decode()} HTTP/1.1\r\n".encode()]
+        head += [key + b": " + value + b"\r\n" for key, value in request.headers.raw]
+        sent_by_httpx.append(b"".join(head) + b"\r\n" + request.read())
+        return httpx.Response(200, json={"success": True, "doc_id": "1"})
+
+    with Doc2Client(keep_alive.url, "the-key", transport=httpx.MockTransport(capture)) as client:
+        client.upload(document, "email:wire", METADATA)
+    (lean,), (reference,) = keep_alive.received, sent_by_httpx
+
+    def boundary(raw: bytes) -> bytes:
+        found = re.search(rb"boundary=([0-9a-f]{32})", raw)
+        assert found is not None
+        return found.group(1)
+
+    assert lean.replace(boundary(lean), b"B" * 32) == reference.replace(boundary(reference), b"B" * 32)
+    assert boundary(lean) != boundary(reference)  # a fresh random boundary per form, as httpx makes
