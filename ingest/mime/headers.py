@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..filters import strict_addresses
 from ..model import Blob, MessageHeaders
+from .feedparser import parse_bytes
 from .rawmail import HEADER_END, RawMail
 
 
@@ -61,12 +62,18 @@ def parse_message(raw: bytes, *, headersonly: bool = False) -> Message:
     """The parsed message. A stray line in the header block (neither a field nor a continuation) is left out, as
     Dovecot and mail clients do: the parser would end the header there, and the Content-Type below it, with every
     attachment, would silently vanish into a text body."""
-    message = BytesParser(policy=POLICY).parsebytes(raw, headersonly=headersonly)
+    message = _parse(raw, headersonly)
     if any(isinstance(defect, email.errors.MissingHeaderBodySeparatorDefect) for defect in message.defects):
         repaired = _without_stray_header_lines(raw)
         if repaired is not None:
-            message = BytesParser(policy=POLICY).parsebytes(repaired, headersonly=headersonly)
+            message = _parse(repaired, headersonly)
     return message
+
+
+def _parse(raw: bytes, headersonly: bool) -> Message:
+    if headersonly:
+        return BytesParser(policy=POLICY).parsebytes(raw, headersonly=True)
+    return parse_bytes(raw, POLICY)  # the standard parser, without a regex compiled per boundary
 
 
 # What the standard parser takes for a header line (email.feedparser's headerRE): "From ", a field name and a
