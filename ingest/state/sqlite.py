@@ -122,7 +122,8 @@ class SqliteStateStore:
         ]
         with self._lock, self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?)", rows)
-            self._db.executemany("INSERT OR REPLACE INTO contents VALUES (?,?,?,?,?,?,?)", contents)
+            if contents:  # only with dedupe: content
+                self._db.executemany("INSERT OR REPLACE INTO contents VALUES (?,?,?,?,?,?,?)", contents)
 
     def find_content(self, digest: str, since: datetime) -> ContentRecord | None:
         with self._lock:
