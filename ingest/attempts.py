@@ -10,6 +10,13 @@ it to the failed folder without reading it again, so it can no longer block its 
 Only the reading and extracting of one message at a time is marked, not the uploads that follow (they run while
 the next message is read and cannot kill the process): a run killed from outside at a random moment charges the
 message it was reading, if any, and none of those waiting for DOC².
+
+Clearing the mark is owed, not written at once (``end``): the next message's mark replaces it in the same write
+(``begin``), so a run reading one message after another writes one mark a message, not a mark and a clear. In Azure
+Table Storage each is a round trip of ~5-20 ms (docs/PERFORMANCE.md, "Table Storage state: requests per mail"). The
+run pays what it owes (``settle``) before it does anything else that could take time or fail: waiting for DOC²,
+moving mail, counting a failure, ending the account's run. Between ``end`` and the next ``begin`` or ``settle`` it
+only does quick work of its own, so a kill still lands on the message being read, or on none.
 """
 
 from __future__ import annotations
@@ -31,19 +38,28 @@ class ReadingMarks:
     def __init__(self, state: StateStore, account: str) -> None:
         self._state = state
         self._account = account
-        self._marked = False
+        self._marked = False  # a message is being read under the mark
+        self._owed = False  # the mark names a message whose reading ended: to be cleared (or replaced)
 
     def begin(self, ref: MessageRef) -> None:
-        """Before the risky work on ``ref``: durable once this returns."""
-        if len(ref.key) <= MAX_CURSOR_CHARS:
-            self._state.record_cursor(self._account, MARK, ref.key)
-            self._marked = True
+        """Before the risky work on ``ref``: durable once this returns. Replaces a clear still owed."""
+        if len(ref.key) > MAX_CURSOR_CHARS:  # too long to be a mark: read unmarked, the last mark cleared
+            self.settle()
+            return
+        self._state.record_cursor(self._account, MARK, ref.key)
+        self._marked, self._owed = True, False
 
     def end(self) -> None:
-        """The work on the marked message ended (its outcome is recorded elsewhere)."""
+        """The work on the marked message ended (its outcome is recorded elsewhere): the clear is owed."""
         if self._marked:
+            self._marked, self._owed = False, True
+
+    def settle(self) -> None:
+        """Before the run waits, moves mail, counts a failure or ends: clear the mark if that is owed. Durable once
+        this returns."""
+        if self._owed:
             self._state.record_cursor(self._account, MARK, None)
-            self._marked = False
+            self._owed = False
 
     def charge_unfinished(self) -> tuple[str, int] | None:
         """At the start of a run: the message an earlier run died on, with its attempts now (one counted for that

@@ -85,7 +85,7 @@ class Pipeline:
         self._health = Doc2Health()  # uploads DOC² accepted in this run: whose fault a DOC² failure is
         self._planner = UploadPlanner(config, state, clock)  # routing, and what of a message goes to DOC²
         self._lock: AccountLock = HeldLock()  # the account lock of the account being run: checked before each move
-        self._marks: ReadingMarks | None = None  # "attempt started" of the account being run (ingest.attempts)
+        self._marks = ReadingMarks(state, "")  # "attempt started" of the account being run (ingest.attempts)
         self._crashed: tuple[str, int] | None = None  # the message an earlier run died on, and its attempts
         self.progress = progress or Progress()
         self._position = 0  # the message being looked at, counted from 1 (progress)
@@ -184,8 +184,8 @@ class Pipeline:
                 # settles each message as soon as its documents are recorded.
                 batch = SETTLE_BATCH if mailbox.settles_in_batches else 1
                 landing = Landing(flight, Doc2Verdicts(self._health, doc2.probe), batch)
-            self._marks = ReadingMarks(self.state, account.name) if landing is not None else None
-            self._crashed = self._marks.charge_unfinished() if self._marks is not None else None
+            self._marks = ReadingMarks(self.state, account.name)  # a dry run marks nothing: settle writes nothing
+            self._crashed = self._marks.charge_unfinished() if landing is not None else None
             refs = list(mailbox.list_messages())
             looked_at = sum(1 for ref in refs if keeps is None or not keeps.remembered(ref))  # not settled before
             self.progress.account_started(account.name, account.type, looked_at)
@@ -222,6 +222,7 @@ class Pipeline:
             if keeps is not None and keeps.remembered(ref):
                 report.messages_remembered += 1
                 if not dry_run and keeps.removes_remembered(ref, partial(self._imported, account, ref)):
+                    self._marks.settle()
                     self._lock.check()
                     mailbox.settle(ref, "processed")
                 continue
@@ -230,9 +231,9 @@ class Pipeline:
                 stop, left = landing.stop, len(refs) - index
                 break
             if self._crashed is not None and ref.key == self._crashed[0] and self._crashed[1] >= account.max_attempts:
-                fail_unread(
-                    self.state, self._lock, account, mailbox, ref, report, self._crashed[1]
-                )  # it would kill this run too
+                self._marks.settle()
+                # it would kill this run too
+                fail_unread(self.state, self._lock, account, mailbox, ref, report, self._crashed[1])
                 continue
             if self._deadline is not None and time.monotonic() > self._deadline:
                 report.messages_deferred += len(refs) - index
@@ -314,7 +315,7 @@ class Pipeline:
                 return
             while landing is not None and landing.flight.carries(identity):
                 # a copy of a message still in flight: planned once that one is recorded, so nothing goes twice
-                self._land(account, mailbox, report, landing, landing.flight.next_finished())
+                self._land(account, mailbox, report, landing, self._next_finished(landing))
             work = self._planner.plan(account, ref, item, report, where, decision, dry_run=landing is None)
             if landing is None:
                 work.close()
@@ -349,6 +350,8 @@ class Pipeline:
         headers = self._headers.get(ref.key) or ref.headers  # as read, else as listed
         if isinstance(err, (AccountError, ConnectionLost, Doc2Unavailable, OutOfTime)):
             raise err  # not this message's fault (whose a DOC² failure is, ingest.outage decides): nothing counted
+        if not dry_run:
+            self._marks.settle()  # counting moves mail: not under the mark of a message read meanwhile
         if isinstance(err, IngestError):
             if dry_run:
                 report.problems.append(MessageProblem(ref.key, str(err)))
@@ -368,14 +371,14 @@ class Pipeline:
         """Wait until another message may be read, deciding on the messages whose uploads end meanwhile; move a full
         batch of those to be settled."""
         while landing.flight.full(careful=landing.verdicts.suspicious):
-            self._land(account, mailbox, report, landing, landing.flight.next_finished())
+            self._land(account, mailbox, report, landing, self._next_finished(landing))
         if len(landing.to_settle) >= landing.batch:
             self._flush(account, mailbox, report, landing)
 
     def _finish(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing) -> None:
         """Wait for every upload in flight, decide on the messages they finish, and settle what is to be settled."""
         while landing.flight.busy:
-            self._land(account, mailbox, report, landing, landing.flight.next_finished())
+            self._land(account, mailbox, report, landing, self._next_finished(landing))
         self._flush(account, mailbox, report, landing)
 
     def _abandon(self, report: AccountReport, landing: Landing) -> None:
@@ -385,6 +388,11 @@ class Pipeline:
         _count_uploads(report, left)
         report.messages_deferred += len(left) + len(landing.to_settle)
         landing.to_settle.clear()
+        self._marks.settle()
+
+    def _next_finished(self, landing: Landing) -> list[Finished]:
+        self._marks.settle()  # waiting for DOC²: a kill now is no message's fault
+        return landing.flight.next_finished()
 
     def _land(
         self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing, finished: list[Finished]
@@ -470,6 +478,7 @@ class Pipeline:
 
     def _flush(self, account: AnyAccount, mailbox: Mailbox, report: AccountReport, landing: Landing) -> None:
         """Settle the messages waiting to be moved to the processed folder; raises what stops the run."""
+        self._marks.settle()  # the run's last step, or mail moves: the mark of the message read last is cleared
         batch, landing.to_settle = landing.to_settle, []
         try:
             stop = settle_processed(self.state, self._lock, account, mailbox, report, batch)
