@@ -8,6 +8,7 @@ runs as a child process, so no contender shares an interpreter (or its GIL) with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import platform
@@ -327,3 +328,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def mib(size: float) -> str:
     return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def seed_invoices(world: MailWorld, count: int, pdf_kb: int) -> tuple[set[str], int]:
+    """``count`` invoice mails with one ``pdf_kb`` KB PDF each into the world's INBOX (and its snapshot).
+    Returns the PDFs' SHA-256 digests and the bytes of mail."""
+    pdfs = [make_pdf(n, pdf_kb * 1000) for n in range(count)]
+    digests = {hashlib.sha256(pdf).hexdigest() for pdf in pdfs}
+    raws = [make_message(n, pdf, f"invoice-{n:06d}.pdf") for n, pdf in enumerate(pdfs)]
+    mail_bytes = sum(len(raw) for raw in raws)
+    del pdfs
+    seconds = world.seed(raws)
+    print(f"{count} mails with one {pdf_kb} KB PDF each, {mib(mail_bytes)} of mail (seeded in {seconds:.1f} s)")
+    return digests, mail_bytes

@@ -83,7 +83,10 @@ class GraphWorld:
         account = self.cloud.account(processed_folder=PROCESSED, **fields)
         data = {
             "doc2": {"base_url": self.doc2.url, "ca_file": str(self.ca.ca_cert), **(doc2 or {})},
-            "accounts": [account.model_dump(mode="json", by_alias=True, exclude_none=True)],
+            # Defaults left out: an older checkout (--before) reads the same file without today's new fields.
+            "accounts": [
+                {"type": account.type} | account.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            ],
         }
         path.write_text(json.dumps(data, indent=2), encoding="utf-8")  # JSON is YAML
         return path

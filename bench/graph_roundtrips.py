@@ -22,20 +22,32 @@ concurrent requests on the mailbox.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
+import statistics
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import PYTHON, ROOT, Measured, machine_summary, make_pdf, mib, run_measured, table
+from bench._common import (
+    PYTHON,
+    ROOT,
+    Measured,
+    load_average,
+    machine_summary,
+    make_pdf,
+    mib,
+    run_measured,
+    spread,
+    table,
+)
 from bench._graph import PROCESSED, GraphWorld
+from bench._rounds import Run, before_arguments, before_label, paired, run_rounds, save_results
 
 TARGET_REQUESTS_PER_MESSAGE = 0.25
 TARGET_VS_NAIVE = 10.0
@@ -127,16 +139,8 @@ def naive_import() -> int:
 
 # --- the contenders ----------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Outcome:
-    measured: Measured
-    requests: int  # HTTP requests Graph received ($batch: one)
-    batched: int  # requests inside $batch requests
-    uploads: int
-    peak: int  # concurrent requests on the mailbox
-    check: str
-    note: str = ""
+OURS = "ours"
+NAIVE = "naive client"
 
 
 def run_naive(world: GraphWorld, work: Path) -> Measured:
@@ -159,15 +163,15 @@ def run_naive(world: GraphWorld, work: Path) -> Measured:
     return measured
 
 
-INGEST_ROOT = ROOT  # --ingest-root: measure another checkout's ingest (a "before" figure)
 DOC2_FIELDS: dict[str, object] = {}  # --max-concurrent-uploads: doc2.max_concurrent_uploads (default: the config's)
 
 
-def run_ours(world: GraphWorld, work: Path) -> Measured:
-    return world.run_ours(work, "ours", ingest_root=INGEST_ROOT, doc2=DOC2_FIELDS)
+def run_ours(world: GraphWorld, work: Path, root: Path = ROOT) -> Measured:
+    return world.run_ours(work, "ours", ingest_root=root, doc2=DOC2_FIELDS)
 
 
-def check_imported(world: GraphWorld, digests: set[str]) -> str:
+def check_imported(world: GraphWorld, digests: set[str]) -> tuple[str, dict[str, float]]:
+    """Every PDF in DOC² once and every mail in Processed; the emulator's counts of the run."""
     uploads = world.doc2.uploads
     expected = len(digests)
     problems = []
@@ -182,31 +186,14 @@ def check_imported(world: GraphWorld, digests: set[str]) -> str:
         problems.append(f"Inbox {inbox}, {PROCESSED} {processed}; expected 0 and {expected}")
     if problems:
         raise SystemExit("; ".join(problems))
-    return f"{len(uploads)} PDFs in DOC² once each, {processed} mails in {PROCESSED}"
-
-
-def measure(world: GraphWorld, pdfs: list[tuple[str, bytes]], digests: set[str], name: str, run: Runner) -> Outcome:
-    world.seed(pdfs)
-    work = world.work / name.split()[0]
-    measured = run(world, work)
     graph = world.cloud.graph
-    check = check_imported(world, digests)
-    note = ""
-    if name.startswith("ours"):
-        report = json.loads(measured.stdout)
-        note = f"in-process {report['duration_seconds']:.2f} s"
-    return Outcome(
-        measured,
-        requests=len(graph.requests),
-        batched=len(graph.batched),
-        uploads=len(world.doc2.uploads),
-        peak=graph.peak_concurrency.get(world.cloud.mailbox.address.lower(), 0),
-        check=check,
-        note=note,
-    )
-
-
-Runner = Callable[[GraphWorld, Path], Measured]
+    figures = {
+        "Graph requests": len(graph.requests),
+        "requests / mail": len(graph.requests) / expected,
+        "in $batch": len(graph.batched),
+        "peak concurrent": graph.peak_concurrency.get(world.cloud.mailbox.address.lower(), 0),
+    }
+    return f"{len(uploads)} PDFs in DOC² once each, {processed} in {PROCESSED}, {len(graph.requests)} requests", figures
 
 
 # --- main --------------------------------------------------------------------------------------------------------
@@ -218,92 +205,93 @@ def main() -> int:
     parser.add_argument("--pdf-kb", type=int, default=20, help="size of the one PDF in each mail (KB)")
     parser.add_argument("--graph-latency-ms", type=float, default=20.0, help="added to every Graph request")
     parser.add_argument("--doc2-latency-ms", type=float, default=100.0, help="added to every DOC² upload")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (3 for a median and a range)")
     parser.add_argument("--skip", action="append", default=[], choices=["naive", "ours"])
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout (before/after)")
+    parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout as 'ours'")
     parser.add_argument("--max-concurrent-uploads", type=int, help="doc2.max_concurrent_uploads (default: unset)")
+    before_arguments(parser)
     args = parser.parse_args()
     if args.naive_worker:
         return naive_import()
     if args.max_concurrent_uploads:
         DOC2_FIELDS["max_concurrent_uploads"] = args.max_concurrent_uploads
-    global INGEST_ROOT
-    INGEST_ROOT = (args.ingest_root or ROOT).resolve()
+    root = (args.ingest_root or ROOT).resolve()
     if args.ingest_root:
-        print(f"ours = python -m ingest in {INGEST_ROOT}")
+        print(f"ours = python -m ingest in {root}")
 
     print(f"machine: {machine_summary()}")
+    load = [load_average()]
+    print(f"before the rounds: {load[0]}")
     count = args.messages
     pdfs = [(f"invoice-{n:06d}.pdf", make_pdf(n, args.pdf_kb * 1000)) for n in range(count)]
     digests = {hashlib.sha256(pdf).hexdigest() for _, pdf in pdfs}
-    contenders: dict[str, Runner] = {"naive client": run_naive, "ours (python -m ingest import)": run_ours}
+    contenders: dict[str, Callable[[GraphWorld, Path], Measured]] = {
+        NAIVE: run_naive,
+        OURS: functools.partial(run_ours, root=root),
+    }
+    for before in args.before:
+        print(f"{before_label(before)} = python -m ingest in {before.resolve()}")
+        contenders[before_label(before)] = functools.partial(run_ours, root=before.resolve())
     contenders = {k: v for k, v in contenders.items() if k.split()[0] not in args.skip}
     print(
         f"mailbox: {count} mails with one {args.pdf_kb} KB PDF each ({mib(sum(len(p) for _, p in pdfs))}); Graph "
         f"+{args.graph_latency_ms:g} ms per request, DOC² +{args.doc2_latency_ms:g} ms per upload"
     )
-    results: dict[str, Outcome] = {}
     with GraphWorld(graph_latency=args.graph_latency_ms / 1000, doc2_latency=args.doc2_latency_ms / 1000) as world:
-        for name, run in contenders.items():
-            started = time.perf_counter()
-            outcome = measure(world, pdfs, digests, name, run)
-            results[name] = outcome
-            extra = f" ({outcome.note})" if outcome.note else ""
-            print(
-                f"  {name:32} {outcome.measured.seconds:7.2f} s{extra}  {outcome.check} "
-                f"[{time.perf_counter() - started:.0f} s with seeding and checks]",
-                flush=True,
-            )
+        results = run_rounds(
+            {name: functools.partial(run, world) for name, run in contenders.items()},
+            rounds=args.rounds,
+            work=world.work,
+            prepare=lambda: world.seed(pdfs),
+            check=lambda _name, _dir, _measured: check_imported(world, digests),
+            once=[NAIVE],  # ~3 minutes a run, and no code of ours in it
+        )
+    load.append(load_average())
+    print(f"after the rounds: {load[1]}")
+    title = f"Graph, {count:,} mails × {args.pdf_kb} KB, +{args.graph_latency_ms:g} ms a request"
+    save_results(args.json_out, {title: results}, reference=OURS, load=load)
+    print_tables(results, count)
+    return 0
 
-    ours_key = next((k for k in results if k.startswith("ours")), None)
+
+def print_tables(results: dict[str, list[Run]], count: int) -> None:
+    ref = results.get(OURS, [])
     rows = []
-    for name, outcome in results.items():
-        seconds = outcome.measured.seconds
+    for name, runs in results.items():
+        figures = runs[-1].extra
         rows.append(
             [
                 name,
-                f"{seconds:.2f}",
-                f"{count / seconds:.0f}",
-                outcome.requests,
-                f"{outcome.requests / count:.3f}",
-                outcome.batched,
-                outcome.uploads,
-                outcome.peak,
-                f"{seconds / results[ours_key].measured.seconds:.2f}x" if ours_key else "-",
-                mib(outcome.measured.peak_rss),
+                len(runs),
+                spread([r.measured.seconds for r in runs]),
+                spread([r.measured.cpu_seconds for r in runs]),
+                paired(runs, ref, lambda r: r.measured.seconds),
+                paired(runs, ref, lambda r: r.measured.cpu_seconds),
+                f"{count / statistics.median(r.measured.seconds for r in runs):.0f}",
+                spread([r.extra["requests / mail"] for r in runs], 3),
+                int(figures["in $batch"]),
+                int(max(r.extra["peak concurrent"] for r in runs)),
+                mib(max(r.measured.peak_rss for r in runs)),
             ]
         )
-    print()
-    print(
-        table(
-            [
-                "contender",
-                "seconds",
-                "mails/s",
-                "Graph requests",
-                "per mail",
-                "in $batch",
-                "DOC² uploads",
-                "peak concurrent",
-                "time / ours",
-                "peak RSS",
-            ],
-            rows,
-        )
-    )
+    print("\nmedian (range) of the rounds; / ours: paired by round")
+    headers = ["contender", "runs", "seconds", "own CPU s", "time / ours", "CPU / ours", "mails/s"]
+    print(table([*headers, "Graph requests / mail", "in $batch (last)", "peak concurrent", "peak RSS"], rows))
     print("(Graph requests: HTTP requests the emulator received; in $batch: the requests those batches held)")
-    if ours_key:
-        ours = results[ours_key]
-        per_message = ours.requests / count
-        verdict = "met" if per_message <= TARGET_REQUESTS_PER_MESSAGE else "MISSED"
-        print(f"\ntarget <= {TARGET_REQUESTS_PER_MESSAGE} Graph requests per mail: {per_message:.3f} -> {verdict}")
-        if "naive client" in results:
-            speedup = results["naive client"].measured.seconds / ours.measured.seconds
-            verdict = "met" if speedup >= TARGET_VS_NAIVE else "MISSED"
-            print(f"target >= {TARGET_VS_NAIVE:.0f}x faster than the naive client: {speedup:.1f}x -> {verdict}")
-        verdict = "met" if ours.peak <= TARGET_CONCURRENCY else "MISSED"
-        print(f"target <= {TARGET_CONCURRENCY} concurrent requests on the mailbox: peak {ours.peak} -> {verdict}")
-    return 0
+    if OURS not in results:
+        return
+    per_message = max(r.extra["requests / mail"] for r in ref)
+    verdict = "met" if per_message <= TARGET_REQUESTS_PER_MESSAGE else "MISSED"
+    print(f"\ntarget <= {TARGET_REQUESTS_PER_MESSAGE} Graph requests per mail: {per_message:.3f} -> {verdict}")
+    if NAIVE in results:
+        naive = statistics.median(r.measured.seconds for r in results[NAIVE])
+        speedup = naive / statistics.median(r.measured.seconds for r in ref)
+        verdict = "met" if speedup >= TARGET_VS_NAIVE else "MISSED"
+        print(f"target >= {TARGET_VS_NAIVE:.0f}x faster than the naive client: {speedup:.1f}x -> {verdict}")
+    peak = max(r.extra["peak concurrent"] for r in ref)
+    verdict = "met" if peak <= TARGET_CONCURRENCY else "MISSED"
+    print(f"target <= {TARGET_CONCURRENCY} concurrent requests on the mailbox: peak {peak:.0f} -> {verdict}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ of the rounds.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -43,14 +44,11 @@ from bench._common import (
     Measured,
     load_average,
     machine_summary,
-    make_message,
-    make_pdf,
-    mib,
     run_measured,
-    spread,
-    table,
+    seed_invoices,
 )
 from bench._lean_doc2 import LeanDoc2Process
+from bench._rounds import before_arguments, before_label, paired, print_mail_tables, run_rounds, save_results
 
 TARGET_VS_MBSYNC = 2.0  # ours at most this many times mbsync's time
 TARGET_VS_NAIVE = 3.0  # ours at least this many times faster than the naive loop
@@ -167,6 +165,9 @@ def _watch(world: MailWorld) -> CpuWatch:
 INGEST_ROOT = ROOT  # --ingest-root: measure another checkout's ingest (a "before" figure)
 
 
+OURS = "ours"
+
+
 def run_ours(world: MailWorld, round_dir: Path, root: Path | None = None) -> Measured:
     config = world.write_accounts(round_dir / "accounts.yaml")
     env = world.ingest_env(config, round_dir / "state.sqlite3")
@@ -204,7 +205,8 @@ class _World(MailWorld):
             self.doc2 = LeanDoc2Process(self.ca, self.work / "lean-doc2")  # type: ignore[assignment]
 
 
-def check_imported(world: MailWorld, digests: set[str], expected: int) -> str:
+def upload_problems(world: MailWorld, digests: set[str], expected: int) -> list[str]:
+    """What is wrong with the uploads DOC² received: every seeded PDF once, byte for byte, valid metadata."""
     try:
         uploads = world.doc2.uploads
     except ValueError as err:  # the lean server keeps bodies as they came: a malformed one shows here
@@ -217,12 +219,17 @@ def check_imported(world: MailWorld, digests: set[str], expected: int) -> str:
         problems.append("the uploaded PDFs differ from the seeded ones")
     if len({u.custom_doc_id for u in uploads}) != len(uploads):
         problems.append("a custom_doc_id was uploaded twice")
+    return problems
+
+
+def check_imported(world: MailWorld, digests: set[str], expected: int) -> str:
+    problems = upload_problems(world, digests, expected)
     inbox, processed = world.count("INBOX"), world.count("Processed")
     if (inbox, processed) != (0, expected):
         problems.append(f"INBOX {inbox}, Processed {processed}; expected 0 and {expected}")
     if problems:
         raise SystemExit("; ".join(problems))
-    return f"{len(uploads)} PDFs in DOC² once each, {processed} mails in Processed"
+    return f"{expected} PDFs in DOC² once each, {processed} mails in Processed"
 
 
 # --- main --------------------------------------------------------------------------------------------------------
@@ -241,12 +248,8 @@ def main() -> int:
         help="lean: the benchmark's DOC² endpoint that answers at once (default); test: the tests' DOC² server",
     )
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout (before/after)")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        help="also run `python -m ingest` of this checkout in every round, as the contender 'ours before'",
-    )
+    parser.add_argument("--ingest-root", type=Path, help="run `python -m ingest` of another checkout as 'ours'")
+    before_arguments(parser)
     args = parser.parse_args()
     if args.naive_worker:
         return naive_import()
@@ -256,131 +259,56 @@ def main() -> int:
         print(f"ours = python -m ingest in {INGEST_ROOT}")
 
     print(f"machine: {machine_summary()}")
-    print(f"before the rounds: {load_average()}")
-    count, size = args.messages, args.pdf_kb * 1000
+    load = [load_average()]
+    print(f"before the rounds: {load[0]}")
+    count = args.messages
     contenders: dict[str, Callable[[MailWorld, Path], Measured]] = {
         "mbsync": run_mbsync,
         "naive loop": run_naive,
-        "ours (python -m ingest import)": run_ours,
+        OURS: run_ours,
     }
-    if args.before:
-        before = args.before.resolve()
-        print(f"ours before = python -m ingest in {before}")
-        contenders["ours before"] = lambda world, round_dir: run_ours(world, round_dir, before)
-        compile_sources(before)
+    for root in args.before:
+        print(f"{before_label(root)} = python -m ingest in {root.resolve()}")
+        contenders[before_label(root)] = functools.partial(run_ours, root=root.resolve())
+        compile_sources(root.resolve())
     compile_sources(INGEST_ROOT)
     for skipped in args.skip:
         contenders = {k: v for k, v in contenders.items() if not k.startswith(skipped)}
     with _World(args.doc2) as world:
-        pdfs = [make_pdf(n, size) for n in range(count)]
-        digests = {hashlib.sha256(pdf).hexdigest() for pdf in pdfs}
-        raws = [make_message(n, pdf, f"invoice-{n:06d}.pdf") for n, pdf in enumerate(pdfs)]
-        mail_bytes = sum(len(raw) for raw in raws)
-        del pdfs
-        seconds = world.seed(raws)
-        del raws
-        print(
-            f"mailbox: {count} mails with one {args.pdf_kb} KB PDF each, {mib(mail_bytes)} of mail "
-            f"(seeded by APPEND in {seconds:.1f} s); DOC² answers at once "
-            f"({'the lean endpoint' if args.doc2 == 'lean' else 'the tests server, parsing every form'})"
-        )
-        results: dict[str, list[Measured]] = {name: [] for name in contenders}
-        for number in range(args.rounds):
-            names = list(contenders)
-            names = names[number % len(names) :] + names[: number % len(names)]  # rotate the order each round
-            for name in names:
-                round_dir = world.work / f"round-{number}-{names.index(name)}"
-                round_dir.mkdir()
-                world.reseed()
-                measured = contenders[name](world, round_dir)
-                try:
-                    check = (
-                        check_maildir(round_dir, count) if name == "mbsync" else check_imported(world, digests, count)
-                    )
-                except SystemExit as failed:  # say what the run itself reported, then stop
-                    print(f"  round {number + 1}: {name}: {failed}\n{measured.stdout[-4000:]}", flush=True)
-                    raise
-                results[name].append(measured)
-                extra = ""
-                if name.startswith("ours"):  # ours and ours before
-                    report = json.loads(measured.stdout)
-                    extra = f" (in-process {report['duration_seconds']:.2f} s)"
-                print(
-                    f"  round {number + 1}: {name:32} {measured.seconds:7.2f} s, own CPU {measured.cpu_seconds:6.2f} s"
-                    f"{extra}  {check}",
-                    flush=True,
-                )
+        print("mailbox: ", end="")
+        digests, mail_bytes = seed_invoices(world, count, args.pdf_kb)
+        print(f"DOC² answers at once ({'the lean endpoint' if args.doc2 == 'lean' else 'the tests server'})")
 
-    print(f"after the rounds: {load_average()}")
-    median = {name: statistics.median(m.seconds for m in runs) for name, runs in results.items()}
-    own_cpu = {name: statistics.median(m.cpu_seconds for m in runs) for name, runs in results.items()}
-    ours_key = next((k for k in median if k.startswith("ours")), None)
-    per_1000 = 1000 / count
-    rows = []
-    cpu_rows = []
-    for name, seconds in median.items():
-        runs = results[name]
-        rows.append(
-            [
-                name,
-                len(runs),
-                spread([m.seconds for m in runs]),
-                f"{count / seconds:.0f}",
-                f"{mail_bytes / seconds / 1024 / 1024:.1f}",
-                f"{seconds / median['mbsync']:.2f}x" if "mbsync" in median else "-",
-                f"{seconds / median[ours_key]:.2f}x" if ours_key else "-",
-                mib(max(m.peak_rss for m in runs)),
-            ]
+        def check(name: str, round_dir: Path, measured: Measured) -> tuple[str, dict[str, float]]:
+            if name == "mbsync":
+                return check_maildir(round_dir, count), {}
+            return check_imported(world, digests, count), {}
+
+        results = run_rounds(
+            {name: functools.partial(run, world) for name, run in contenders.items()},
+            rounds=args.rounds,
+            work=world.work,
+            prepare=world.reseed,
+            check=check,
         )
-        server = [m.others_cpu.get(CpuWatch.ENDPOINT, 0.0) for m in runs]
-        dovecot = [m.others_cpu.get("Dovecot", 0.0) for m in runs]
-        own = [m.cpu_seconds for m in runs]
-        cpu_rows.append(
-            [
-                name,
-                spread(own),
-                f"{own_cpu[name] * per_1000:.2f}",
-                f"{own_cpu[name] / own_cpu['mbsync']:.2f}x" if own_cpu.get("mbsync") else "-",
-                spread(server),
-                spread(dovecot),
-                f"{statistics.median(o + e + d for o, e, d in zip(own, server, dovecot, strict=True)):.2f}",
-            ]
+    load.append(load_average())
+    print(f"after the rounds: {load[1]}")
+    save_results(args.json_out, {f"IMAP, {count:,} mails × {args.pdf_kb} KB": results}, reference=OURS, load=load)
+    print_mail_tables(results, count, mail_bytes, OURS)
+    if OURS in results and "mbsync" in results:
+        mbsync = results["mbsync"]
+        wall = paired(results[OURS], mbsync, lambda r: r.measured.seconds)
+        cpu = paired(results[OURS], mbsync, lambda r: r.measured.cpu_seconds)
+        print(f"\nours / mbsync, paired by round: wall {wall}, own CPU {cpu}")
+        ratio = statistics.median(r.measured.seconds for r in results[OURS]) / statistics.median(
+            r.measured.seconds for r in mbsync
         )
-    print()
-    print("wall time (median and range of the rounds):")
-    print(
-        table(
-            ["contender", "runs", "seconds", "mails/s", "MiB/s", "time / mbsync", "time / ours", "peak RSS"],
-            rows,
-        )
-    )
-    endpoint = "its own process" if args.doc2 == "lean" else "the benchmark's process"
-    print(f"\nCPU seconds (user + system) while each ran, median and range; the DOC² endpoint in {endpoint}:")
-    print(
-        table(
-            [
-                "contender",
-                "its own CPU s",
-                "own CPU s / 1,000 mails",
-                "own CPU / mbsync",
-                "DOC² endpoint CPU s",
-                "Dovecot CPU s",
-                "total",
-            ],
-            cpu_rows,
-        )
-    )
-    if ours_key and "mbsync" in own_cpu and own_cpu["mbsync"]:
-        print(
-            f"\nours / mbsync: wall {median[ours_key] / median['mbsync']:.2f}x, "
-            f"own CPU {own_cpu[ours_key] / own_cpu['mbsync']:.2f}x"
-        )
-    if ours_key and "mbsync" in median:
-        ratio = median[ours_key] / median["mbsync"]
         verdict = "met" if ratio <= TARGET_VS_MBSYNC else "MISSED"
-        print(f"\ntarget ours <= {TARGET_VS_MBSYNC:.0f}x mbsync: {ratio:.2f}x -> {verdict}")
-    if ours_key and "naive loop" in median:
-        speedup = median["naive loop"] / median[ours_key]
+        print(f"target ours <= {TARGET_VS_MBSYNC:.0f}x mbsync (medians): {ratio:.2f}x -> {verdict}")
+    if OURS in results and "naive loop" in results:
+        speedup = statistics.median(r.measured.seconds for r in results["naive loop"]) / statistics.median(
+            r.measured.seconds for r in results[OURS]
+        )
         verdict = "met" if speedup >= TARGET_VS_NAIVE else "MISSED"
         print(f"target ours >= {TARGET_VS_NAIVE:.0f}x faster than the naive loop: {speedup:.2f}x -> {verdict}")
     return 0

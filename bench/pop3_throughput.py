@@ -19,10 +19,9 @@ and range of the rounds, CPU per 1,000 mails, and the DOC² endpoint's and Dovec
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import json
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,19 +34,15 @@ from bench._common import (
     PYTHON,
     ROOT,
     USER,
-    CpuWatch,
     MailWorld,
     Measured,
     load_average,
     machine_summary,
-    make_message,
-    make_pdf,
-    mib,
     run_measured,
-    spread,
-    table,
+    seed_invoices,
 )
-from bench.imap_throughput import _watch, _World
+from bench._rounds import before_arguments, before_label, paired, print_mail_tables, run_rounds, save_results
+from bench.imap_throughput import _watch, _World, upload_problems
 
 # --- the naive loop (runs in a child process: python bench/pop3_throughput.py --naive-worker) -------------------
 
@@ -148,27 +143,19 @@ def run_ours(world: MailWorld, round_dir: Path, root: Path = ROOT) -> Measured:
 
 
 def check_imported(world: MailWorld, digests: set[str], expected: int) -> str:
-    try:
-        uploads = world.doc2.uploads
-    except ValueError as err:
-        raise SystemExit(f"an upload is not a valid DOC² form: {err}") from err
-    got = [hashlib.sha256(u.content).hexdigest() for u in uploads]
-    problems = []
-    if len(uploads) != expected:
-        problems.append(f"{len(uploads)} uploads, expected {expected}")
-    if set(got) != digests:
-        problems.append("the uploaded PDFs differ from the seeded ones")
-    if len({u.custom_doc_id for u in uploads}) != len(uploads):
-        problems.append("a custom_doc_id was uploaded twice")
+    problems = upload_problems(world, digests, expected)
     left = world.count("INBOX")
     if left:
         problems.append(f"{left} mails left in the maildrop")
     if problems:
         raise SystemExit("; ".join(problems))
-    return f"{len(uploads)} PDFs in DOC² once each, maildrop empty"
+    return f"{expected} PDFs in DOC² once each, maildrop empty"
 
 
 # --- main --------------------------------------------------------------------------------------------------------
+
+OURS = "ours"
+NAIVE = "naive loop (poplib + httpx)"
 
 
 def main() -> int:
@@ -177,102 +164,40 @@ def main() -> int:
     parser.add_argument("--pdf-kb", type=int, default=200, help="size of the one PDF in each mail (KB)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (at least 3 for a median and a range)")
     parser.add_argument("--skip", action="append", default=[], choices=["naive", "ours"])
-    parser.add_argument("--before", type=Path, help="also run `python -m ingest` of this checkout ('ours before')")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
+    before_arguments(parser)
     args = parser.parse_args()
     if args.naive_worker:
         return naive_import()
 
     print(f"machine: {machine_summary()}")
-    print(f"before the rounds: {load_average()}")
-    count, size = args.messages, args.pdf_kb * 1000
-    contenders: dict[str, Callable[[MailWorld, Path], Measured]] = {
-        "naive loop (poplib + httpx)": run_naive,
-        "ours (python -m ingest import)": run_ours,
-    }
-    if args.before:
-        before = args.before.resolve()
-        print(f"ours before = python -m ingest in {before}")
-        contenders["ours before"] = lambda world, round_dir: run_ours(world, round_dir, before)
+    load = [load_average()]
+    print(f"before the rounds: {load[0]}")
+    count = args.messages
+    contenders: dict[str, Callable[[MailWorld, Path], Measured]] = {NAIVE: run_naive, OURS: run_ours}
+    for root in args.before:
+        print(f"{before_label(root)} = python -m ingest in {root.resolve()}")
+        contenders[before_label(root)] = functools.partial(run_ours, root=root.resolve())
     for skipped in args.skip:
         contenders = {k: v for k, v in contenders.items() if not k.startswith(skipped)}
     with _World("lean") as world:
-        pdfs = [make_pdf(n, size) for n in range(count)]
-        digests = {hashlib.sha256(pdf).hexdigest() for pdf in pdfs}
-        raws = [make_message(n, pdf, f"invoice-{n:06d}.pdf") for n, pdf in enumerate(pdfs)]
-        mail_bytes = sum(len(raw) for raw in raws)
-        del pdfs
-        seconds = world.seed(raws)
-        del raws
-        print(
-            f"maildrop: {count} mails with one {args.pdf_kb} KB PDF each, {mib(mail_bytes)} of mail "
-            f"(seeded in {seconds:.1f} s); DOC² answers at once (the lean endpoint, its own process)"
+        print("maildrop: ", end="")
+        digests, mail_bytes = seed_invoices(world, count, args.pdf_kb)
+        results = run_rounds(
+            {name: functools.partial(run, world) for name, run in contenders.items()},
+            rounds=args.rounds,
+            work=world.work,
+            prepare=world.reseed,
+            check=lambda _name, _dir, _measured: (check_imported(world, digests, count), {}),
         )
-        results: dict[str, list[Measured]] = {name: [] for name in contenders}
-        for number in range(args.rounds):
-            names = list(contenders)
-            names = names[number % len(names) :] + names[: number % len(names)]  # rotate the order each round
-            for name in names:
-                round_dir = world.work / f"round-{number}-{names.index(name)}"
-                round_dir.mkdir()
-                world.reseed()
-                measured = contenders[name](world, round_dir)
-                check = check_imported(world, digests, count)
-                results[name].append(measured)
-                print(
-                    f"  round {number + 1}: {name:32} {measured.seconds:7.2f} s, own CPU {measured.cpu_seconds:6.2f} s"
-                    f"  {check}",
-                    flush=True,
-                )
-    print(f"after the rounds: {load_average()}")
-    median = {name: statistics.median(m.seconds for m in runs) for name, runs in results.items()}
-    own_cpu = {name: statistics.median(m.cpu_seconds for m in runs) for name, runs in results.items()}
-    ours_key = "ours (python -m ingest import)" if "ours (python -m ingest import)" in median else None
-    rows, cpu_rows = [], []
-    for name, runs in results.items():
-        rows.append(
-            [
-                name,
-                len(runs),
-                spread([m.seconds for m in runs]),
-                f"{count / median[name]:.0f}",
-                f"{mail_bytes / median[name] / 1024 / 1024:.1f}",
-                f"{median[name] / median[ours_key]:.2f}x" if ours_key else "-",
-                mib(max(m.peak_rss for m in runs)),
-            ]
-        )
-        cpu_rows.append(
-            [
-                name,
-                spread([m.cpu_seconds for m in runs]),
-                f"{own_cpu[name] * 1000 / count:.2f}",
-                f"{own_cpu[name] / own_cpu[ours_key]:.2f}x" if ours_key else "-",
-                spread([m.others_cpu.get(CpuWatch.ENDPOINT, 0.0) for m in runs]),
-                spread([m.others_cpu.get("Dovecot", 0.0) for m in runs]),
-            ]
-        )
-    print("\nwall time (median and range of the rounds):")
-    print(table(["contender", "runs", "seconds", "mails/s", "MiB/s", "time / ours", "peak RSS"], rows))
-    print("\nCPU seconds (user + system) while each ran, median and range:")
-    print(
-        table(
-            [
-                "contender",
-                "its own CPU s",
-                "own CPU s / 1,000 mails",
-                "CPU / ours",
-                "DOC² endpoint CPU s",
-                "Dovecot CPU s",
-            ],
-            cpu_rows,
-        )
-    )
-    naive = "naive loop (poplib + httpx)"
-    if ours_key and naive in median:
-        print(
-            f"\nours against the naive loop: {median[naive] / median[ours_key]:.2f}x faster (wall), "
-            f"{own_cpu[naive] / own_cpu[ours_key]:.2f}x less own CPU"
-        )
+    load.append(load_average())
+    print(f"after the rounds: {load[1]}")
+    save_results(args.json_out, {f"POP3, {count:,} mails × {args.pdf_kb} KB": results}, reference=OURS, load=load)
+    print_mail_tables(results, count, mail_bytes, OURS)
+    if OURS in results and NAIVE in results:
+        wall = paired(results[NAIVE], results[OURS], lambda r: r.measured.seconds)
+        cpu = paired(results[NAIVE], results[OURS], lambda r: r.measured.cpu_seconds)
+        print(f"\nthe naive loop against ours, paired by round: wall {wall}, own CPU {cpu}")
     return 0
 
 

@@ -40,9 +40,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import PYTHON, ROOT, load_average, machine_summary, mib, run_measured, spread, table
+from bench._common import PYTHON, ROOT, Measured, load_average, machine_summary, mib, run_measured, spread, table
+from bench._rounds import Run, before_arguments, before_label, paired, save_results
 
 TARGET_SECONDS = 1.0
+OURS = "ours"
 
 _PROBE = """
 import json, sys, time
@@ -70,31 +72,75 @@ APP_INSIGHTS = {
 }
 
 
-def probe(body: str, extra_env: dict[str, str], runs: int, cwd: Path = ROOT) -> dict[str, Any]:
+def probe_once(body: str, extra_env: dict[str, str], cwd: Path = ROOT) -> dict[str, Any]:
+    """One fresh interpreter in ``cwd`` running ``body``: its wall and CPU seconds, modules, own peak RSS."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
     env.update(extra_env)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # the .pyc files exist already; do not count writing them
-    seconds, cpus, peaks, modules = [], [], [], 0
     code = _PROBE.format(body=body) + "import os; sys.stdout.flush(); os._exit(0)\n"  # no exporter flush at exit
-    for _ in range(runs):
-        measured = run_measured([PYTHON, "-c", code], env=env, cwd=cwd)
-        if measured.returncode != 0:
-            raise SystemExit(f"probe failed:\n{body}\n{measured.stderr[-2000:]}")
-        answer = json.loads(measured.stdout.strip().splitlines()[-1])
-        seconds.append(answer["seconds"])
-        cpus.append(answer["cpu"])
-        modules = answer["modules"]
-        peaks.append(answer["peak"])  # its own VmHWM: it leaves by os._exit, before any atexit
+    measured = run_measured([PYTHON, "-c", code], env=env, cwd=cwd)
+    if measured.returncode != 0:
+        raise SystemExit(f"probe failed in {cwd}:\n{body}\n{measured.stderr[-2000:]}")
+    answer: dict[str, Any] = json.loads(measured.stdout.strip().splitlines()[-1])
+    return answer  # its own VmHWM as "peak": it leaves by os._exit, before any atexit
+
+
+def probe(body: str, extra_env: dict[str, str], runs: int, cwd: Path = ROOT) -> dict[str, Any]:
+    return summary([probe_once(body, extra_env, cwd) for _ in range(runs)])
+
+
+def summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    seconds, cpus = [a["seconds"] for a in answers], [a["cpu"] for a in answers]
     return {
         "seconds": statistics.median(seconds),
         "seconds_range": spread(seconds, 3),
         "cpu": statistics.median(cpus),
         "cpu_range": spread(cpus, 3),
-        "peak": statistics.median(peaks),
-        "modules": modules,
+        "peak": statistics.median(a["peak"] for a in answers),
+        "modules": answers[-1]["modules"],
     }
+
+
+def compare_roots(roots: dict[str, Path], runs: int) -> dict[str, list[Run]]:
+    """``import function_app`` + index of each checkout, the checkouts taking turns run by run (same load), and
+    the package each one deploys."""
+    packages = {name: package_size(root) for name, root in roots.items()}
+    results: dict[str, list[Run]] = {name: [] for name in roots}
+    for _ in range(runs):
+        for name, root in roots.items():
+            answer = probe_once(CASES["import function_app + index"], {}, root)
+            measured = Measured(answer["seconds"], answer["peak"], 0, "", "", answer["cpu"])
+            results[name].append(Run(measured, {"modules": answer["modules"], **packages[name]}))
+    rows = [
+        [
+            name,
+            len(runs_),
+            spread([r.measured.seconds for r in runs_], 3),
+            spread([r.measured.cpu_seconds for r in runs_], 3),
+            paired(runs_, results[OURS], lambda r: r.measured.cpu_seconds),
+            mib(statistics.median(r.measured.peak_rss for r in runs_)),
+            int(runs_[-1].extra["modules"]),
+            int(packages[name]["package files"]),
+            f"{packages[name]['package KiB']:.0f} KiB",
+        ]
+        for name, runs_ in results.items()
+    ]
+    print("\nimport function_app + index, each checkout in turn (median (range); CPU / ours paired by run):")
+    headers = ["checkout", "runs", "import s", "import CPU s", "CPU / ours", "peak RSS", "modules"]
+    print(table([*headers, "package files", "package zipped"], rows))
+    return results
+
+
+def package_size(root: Path) -> dict[str, float]:
+    """Files and zipped KiB of the package azd / Core Tools would build from ``root`` (the tests' builder)."""
+    from tests.infra.funcpack import build_zip
+
+    with tempfile.TemporaryDirectory() as work:
+        target = Path(work) / "package.zip"
+        files = build_zip(root, target)
+        return {"package files": len(files), "package KiB": target.stat().st_size / 1024}
 
 
 def import_profile(top: int) -> list[tuple[str, int]]:
@@ -231,9 +277,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="fresh processes per case (median)")
     parser.add_argument("--top", type=int, default=12, help="rows of the import profile and the size table")
+    before_arguments(parser)
     args = parser.parse_args()
     print(f"machine: {machine_summary()}")
-    print(f"before the runs: {load_average()}")
+    load = [load_average()]
+    print(f"before the runs: {load[0]}")
+    roots = {OURS: ROOT} | {before_label(root): root.resolve() for root in args.before}
+    compared = compare_roots(roots, args.runs)
+    load.append(load_average())
+    save_results(args.json_out, {"start-up: import function_app + index": compared}, reference=OURS, load=load)
+    print(f"after the runs: {load[-1]}")
 
     results = {name: probe(body, {}, args.runs) for name, body in CASES.items()}
     results["... with Application Insights configured"] = probe(

@@ -21,7 +21,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import ssl
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +34,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import load_average, machine_summary, make_pdf, spread, table
+from bench._common import PYTHON, ROOT, Measured, load_average, machine_summary, make_pdf, spread, table
 from bench._lean_doc2 import LeanDoc2Process
+from bench._rounds import Run, before_arguments, before_label, paired, save_results
 from tests.support.ca import make_test_ca
 
+OURS, PLAIN_HTTPX, HTTP_CLIENT = "ours", "plain httpx (prebuilt form)", "http.client (one sendall)"
 METADATA = {
     "custom_doc_id": "00000000-0000-0000-0000-000000000001",
     "email_from": "billing@supplier.example",
@@ -56,18 +61,52 @@ def _form(pdf: bytes) -> tuple[bytes, str]:
     return head + pdf + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def ours(doc2: LeanDoc2Process, context: ssl.SSLContext, pdf: bytes, count: int) -> float:
-    from ingest.doc2 import Doc2Client
-    from ingest.model import Document, UploadMetadata
+# Ours runs in a fresh interpreter whose working directory is the checkout measured (this one or a --before one):
+# `python -c` puts that directory first on sys.path, so it imports that checkout's ingest.
+_OURS = """
+import json, os, ssl, sys, time
+from ingest.doc2 import Doc2Client
+from ingest.model import Document
+try:
+    from ingest.model import UploadMetadata
+except ImportError:  # before the re-layout it lived in ingest.doc2
+    from ingest.doc2 import UploadMetadata
+env = os.environ
+pdf = open(env["BENCH_PDF"], "rb").read()
+document = Document("invoice.pdf", "application/pdf", pdf, key="0")
+metadata = UploadMetadata(**json.loads(env["BENCH_METADATA"]))
+context = ssl.create_default_context(cafile=env["BENCH_CA"])
+with Doc2Client(env["BENCH_URL"], env["BENCH_KEY"], verify=context) as client:
+    client.upload(document, "email:bench", metadata)  # connect outside the measure
+    started = time.process_time()
+    for _ in range(int(env["BENCH_COUNT"])):
+        client.upload(document, "email:bench", metadata)
+    print(time.process_time() - started)
+"""
 
-    document = Document("invoice.pdf", "application/pdf", pdf, key="0")
-    metadata = UploadMetadata(**METADATA)
-    with Doc2Client(doc2.url, doc2.api_key, verify=context) as client:
-        client.upload(document, "email:bench", metadata)  # connect outside the measure
-        started = time.process_time()
-        for _ in range(count):
-            client.upload(document, "email:bench", metadata)
-        return time.process_time() - started
+
+def ours(root: Path) -> Callable[[LeanDoc2Process, ssl.SSLContext, bytes, int], float]:
+    """``Doc2Client.upload`` of the checkout in ``root``, as the pipeline calls it, in a process of its own."""
+
+    def run(doc2: LeanDoc2Process, context: ssl.SSLContext, pdf: bytes, count: int) -> float:
+        with tempfile.NamedTemporaryFile(suffix=".pdf") as file:
+            file.write(pdf)
+            file.flush()
+            env = dict(
+                os.environ,
+                BENCH_PDF=file.name,
+                BENCH_METADATA=json.dumps(METADATA),
+                BENCH_CA=str(doc2.ca.ca_cert),
+                BENCH_URL=doc2.url,
+                BENCH_KEY=doc2.api_key,
+                BENCH_COUNT=str(count),
+            )
+            done = subprocess.run([PYTHON, "-c", _OURS], cwd=root, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"ours in {root} failed:\n{done.stderr[-3000:]}")
+        return float(done.stdout.split()[-1])
+
+    return run
 
 
 def plain_httpx(doc2: LeanDoc2Process, context: ssl.SSLContext, pdf: bytes, count: int) -> float:
@@ -116,16 +155,17 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=300)
     parser.add_argument("--kb", type=int, default=200, help="size of the PDF uploaded (KB)")
     parser.add_argument("--rounds", type=int, default=3)
+    before_arguments(parser)
     args = parser.parse_args()
     print(f"machine: {machine_summary()}")
-    print(f"before the rounds: {load_average()}")
-    contenders: dict[str, Callable[[LeanDoc2Process, ssl.SSLContext, bytes, int], float]] = {
-        "ours (Doc2Client.upload)": ours,
-        "plain httpx (prebuilt form)": plain_httpx,
-        "http.client (one sendall)": plain_http_client,
-    }
+    load = [load_average()]
+    print(f"before the rounds: {load[0]}")
+    contenders: dict[str, Callable[[LeanDoc2Process, ssl.SSLContext, bytes, int], float]] = {OURS: ours(ROOT)}
+    for root in args.before:
+        contenders[before_label(root)] = ours(root.resolve())
+    contenders |= {PLAIN_HTTPX: plain_httpx, HTTP_CLIENT: plain_http_client}
     pdf = make_pdf(1, args.kb * 1000)
-    results: dict[str, list[float]] = {name: [] for name in contenders}
+    results: dict[str, list[Run]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory(prefix="doc2-bench-") as work:
         ca = make_test_ca(Path(work) / "ca")
         doc2 = LeanDoc2Process(ca, Path(work) / "lean-doc2")
@@ -135,19 +175,25 @@ def main() -> int:
             for number in range(args.rounds):
                 for name, run in contenders.items():
                     doc2.clear()
-                    seconds = run(doc2, context, pdf, args.uploads)
-                    results[name].append(seconds / args.uploads * 1000)
-                    print(f"  round {number + 1}: {name:30} {results[name][-1]:.3f} ms CPU per upload", flush=True)
+                    ms = run(doc2, context, pdf, args.uploads) / args.uploads * 1000
+                    cpu = ms * args.uploads / 1000  # the round's CPU seconds
+                    results[name].append(Run(Measured(0.0, 0, 0, "", "", cpu), {"ms CPU / upload": ms}))
+                    print(f"  round {number + 1}: {name:30} {ms:.3f} ms CPU per upload", flush=True)
         finally:
             doc2.stop()
-    print(f"after the rounds: {load_average()}")
-    floor = sorted(results["http.client (one sendall)"])[len(results["http.client (one sendall)"]) // 2]
+    load.append(load_average())
+    print(f"after the rounds: {load[1]}")
+    save_results(args.json_out, {f"client CPU of one {args.kb} KB upload": results}, reference=OURS, load=load)
+    floor = statistics.median(r.extra["ms CPU / upload"] for r in results[HTTP_CLIENT])
     rows = []
-    for name, values in results.items():
-        median = sorted(values)[len(values) // 2]
-        rows.append([name, spread(values, 3), f"{median - floor:+.3f}", f"{(median - floor) * 1000 / 1000:.2f}"])
+    for name, runs in results.items():
+        values = [r.extra["ms CPU / upload"] for r in runs]
+        over = statistics.median(values) - floor
+        ratio = paired(runs, results[OURS], lambda r: r.measured.cpu_seconds)
+        rows.append([name, spread(values, 3), ratio, f"{over:+.3f}", f"{over:.2f}"])
     print(f"\nclient CPU per upload of a {args.kb} KB PDF, {args.uploads} uploads a round, median (range):")
-    print(table(["client", "ms CPU / upload", "over http.client, ms", "over http.client, s / 1,000 uploads"], rows))
+    headers = ["client", "ms CPU / upload", "/ ours (paired)", "over http.client, ms"]
+    print(table([*headers, "over http.client, s / 1,000 uploads"], rows))
     return 0
 
 
