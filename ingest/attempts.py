@@ -12,16 +12,18 @@ the next message is read and cannot kill the process): a run killed from outside
 message it was reading, if any, and none of those waiting for DOC².
 
 Clearing the mark is owed, not written at once (``end``): the next message's mark replaces it in the same write
-(``begin``), so a run reading one message after another writes one mark a message, not a mark and a clear. In Azure
-Table Storage each is a round trip of ~5-20 ms (docs/PERFORMANCE.md, "Table Storage state: requests per mail"). The
-run pays what it owes (``settle``) before it does anything else that could take time or fail: waiting for DOC²,
-moving mail, counting a failure, ending the account's run. Between ``end`` and the next ``begin`` or ``settle`` it
-only does quick work of its own, so a kill still lands on the message being read, or on none.
+(``begin``), so a run reading one message after another writes one mark a message, not a mark and a clear; and that
+write also records the uploads that ended meanwhile (``ingest.flight``, one entity group transaction). In Azure
+Table Storage each write is a round trip of ~5-20 ms (docs/PERFORMANCE.md, "Table Storage state: requests per
+mail"). The run pays what it owes (``settle``) before it does anything else that could take time or fail: waiting
+for DOC², moving mail, counting a failure, ending the account's run. Between ``end`` and the next ``begin`` or
+``settle`` it only does quick work of its own, so a kill still lands on the message being read, or on none.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
 from .model import MessageRef
 from .state.base import MAX_CURSOR_CHARS, StateStore
@@ -41,13 +43,18 @@ class ReadingMarks:
         self._marked = False  # a message is being read under the mark
         self._owed = False  # the mark names a message whose reading ended: to be cleared (or replaced)
 
-    def begin(self, ref: MessageRef) -> None:
-        """Before the risky work on ``ref``: durable once this returns. Replaces a clear still owed."""
-        if len(ref.key) > MAX_CURSOR_CHARS:  # too long to be a mark: read unmarked, the last mark cleared
-            self.settle()
-            return
-        self._state.record_cursor(self._account, MARK, ref.key)
-        self._marked, self._owed = True, False
+    def begin(self, ref: MessageRef, record: Callable[[Mapping[str, str | None]], None] | None = None) -> None:
+        """Before the risky work on ``ref``: durable once this returns. Replaces a clear still owed. ``record``
+        writes the mark (the flight's: with the uploads that ended meanwhile); else the state store alone."""
+        marked = len(ref.key) <= MAX_CURSOR_CHARS  # a key too long to be a mark: read unmarked, the last mark cleared
+        writes: dict[str, str | None] = {MARK: ref.key} if marked else ({MARK: None} if self._owed else {})
+        if writes:
+            (record or self._write)(writes)
+        self._marked, self._owed = marked, False
+
+    def _write(self, cursors: Mapping[str, str | None]) -> None:
+        for name, value in cursors.items():
+            self._state.record_cursor(self._account, name, value)
 
     def end(self) -> None:
         """The work on the marked message ended (its outcome is recorded elsewhere): the clear is owed."""

@@ -3,11 +3,16 @@ the next messages.
 
 State first: a message is handed back (:class:`Finished`) only once all its uploads ended and what DOC² accepted of
 it is recorded in the state store. What then becomes of it (settled, counted as a failed attempt, left for the next
-run) the pipeline alone decides and counts: this module touches neither the mailbox nor the run report."""
+run) the pipeline alone decides and counts: this module touches neither the mailbox nor the run report.
+
+What ended while the pipeline read a message is recorded when it marks the next one (:meth:`Flight.record`): the
+uploads and the "attempt started" mark in one write (ingest.attempts), one round trip where the state store is
+Azure Table Storage (docs/PERFORMANCE.md, "Table Storage state: requests per mail")."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -105,15 +110,22 @@ class Flight:
         self._health = health or Doc2Health()
         self._permits = threading.BoundedSemaphore(max_uploads)
         self._messages: list[MessageInFlight] = []
+        self._recorded: list[Finished] = []  # recorded by :meth:`record`, not handed back yet
         self._proven = False  # an upload of this account succeeded
 
     @property
     def busy(self) -> bool:
         """True while some message's uploads have not all been handed back."""
-        return bool(self._messages)
+        return bool(self._messages or self._recorded)
+
+    def record(self, cursors: Mapping[str, str | None]) -> None:
+        """Record what DOC² accepted of the messages whose uploads all ended, with ``cursors`` in the same write (the
+        next message's mark); they are handed back by the next :meth:`start`, :meth:`next_finished` or
+        :meth:`abandon`. Durable once this returns."""
+        self._recorded += self._collect(cursors)
 
     def start(self, work: MessageInFlight) -> list[Finished]:
-        """Send the message's uploads on their way; hands back the messages whose uploads ended meanwhile."""
+        """Send the message's uploads on their way; hands back the messages :meth:`record` recorded."""
         for upload in work.uploads:
             self._permits.acquire()
             try:
@@ -122,7 +134,8 @@ class Flight:
                 self._permits.release()
                 raise
         self._messages.append(work)
-        return self._collect()
+        handed, self._recorded = self._recorded, []
+        return handed
 
     def full(self, *, careful: bool = False) -> bool:
         """True while another message may not be read yet (the bounds, and one at a time until an upload of this
@@ -144,15 +157,17 @@ class Flight:
         pending = [u.future for work in self._messages for u in work.uploads if u.future and not u.future.done()]
         if pending:
             wait(pending, return_when=FIRST_COMPLETED)
-        return self._collect()
+        handed, self._recorded = self._recorded, []
+        return handed + self._collect()
 
     def abandon(self) -> list[Finished]:
         """The run stops: wait for every upload in flight, record what reached DOC², and hand back every message
         still in flight, closed; none of them is to be settled."""
         works, self._messages = self._messages, []
+        handed, self._recorded = self._recorded, []
         wait([upload.future for work in works for upload in work.uploads if upload.future is not None])
         try:
-            return self._record_successes(works)
+            return handed + self._record_successes(works)
         finally:
             for work in works:
                 work.close()
@@ -169,19 +184,21 @@ class Flight:
         self._health.record_accepted(number)
         return doc2_id
 
-    def _collect(self) -> list[Finished]:
-        """The messages whose uploads have all ended, their successes recorded."""
+    def _collect(self, cursors: Mapping[str, str | None] | None = None) -> list[Finished]:
+        """The messages whose uploads have all ended, their successes recorded (with ``cursors``)."""
         finished: list[MessageInFlight] = []
         waiting: list[MessageInFlight] = []
         for work in self._messages:  # one look per message: an upload may end while they are sorted
             (finished if work.done else waiting).append(work)
         if not finished:
+            if cursors:
+                self._state.record_uploads(self._account, [], cursors)
             return []
         self._messages = waiting
         # State first: what reached DOC² is recorded, all these messages' uploads in one call (one transaction),
         # before the pipeline settles any of them or counts it as failed.
         try:
-            handed = self._record_successes(finished)
+            handed = self._record_successes(finished, cursors)
         except BaseException:
             for work in finished:
                 work.close()
@@ -190,7 +207,9 @@ class Flight:
             self._proven = True
         return handed
 
-    def _record_successes(self, works: list[MessageInFlight]) -> list[Finished]:
+    def _record_successes(
+        self, works: list[MessageInFlight], cursors: Mapping[str, str | None] | None = None
+    ) -> list[Finished]:
         """Record the uploads of these messages that reached DOC², in one call to the state store.
 
         When that call fails, each message's uploads are recorded on their own: a message the store will not take
@@ -204,12 +223,16 @@ class Flight:
             if upload.future is not None and upload.error() is None
         ]
         if not done:
+            if cursors:
+                self._state.record_uploads(self._account, [], cursors)
             return finished
         try:
-            self._record(done)
+            self._record(done, cursors)
             return finished
         except Exception as err:  # noqa: BLE001 - each message on its own decides whose fault it is
             batch_error = err
+        if cursors:  # alone, then each message on its own; a store that takes not even these is broken
+            self._state.record_uploads(self._account, [], cursors)
         refused: list[Finished] = []
         for one in finished:
             own = [(f, upload) for f, upload in done if f is one]
@@ -224,7 +247,9 @@ class Flight:
             raise batch_error
         return finished
 
-    def _record(self, done: list[tuple[Finished, PendingUpload]]) -> None:
+    def _record(
+        self, done: list[tuple[Finished, PendingUpload]], cursors: Mapping[str, str | None] | None = None
+    ) -> None:
         self._state.record_uploads(
             self._account,
             [
@@ -237,6 +262,7 @@ class Flight:
                 )
                 for one, upload in done
             ],
+            cursors,
         )
         for one, upload in done:
             one.uploaded += 1

@@ -295,8 +295,8 @@ class Pipeline:
             return
         identity: str | None = None
         marks = self._marks if not dry_run and landing is not None else None
-        if marks is not None:
-            marks.begin(ref)  # a message that kills or stalls the run counts as an attempt (ingest.attempts)
+        if marks is not None and landing is not None:  # the mark and the uploads that ended meanwhile: one write
+            marks.begin(ref, landing.flight.record)  # a message that kills or stalls the run counts as an attempt
         try:
             item = mailbox.read(ref)
             identity = item.identity

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,11 +142,14 @@ class StateStore(Protocol):
         self, account: str, identity: str, custom_doc_id: str, filename: str, doc2_id: str | None
     ) -> None: ...
 
-    def record_uploads(self, account: str, uploads: Sequence[UploadRecord]) -> None:
+    def record_uploads(
+        self, account: str, uploads: Sequence[UploadRecord], cursors: Mapping[str, str | None] | None = None
+    ) -> None:
         """Record several uploads at once (one transaction where the store can): every one of them is durable when
         this returns. When it raises, some may be recorded and others not (never half a record): the caller
         settles none of their messages, and a later run uploads the unrecorded ones again with the same
-        custom_doc_id."""
+        custom_doc_id. ``cursors`` are kept as :meth:`record_cursor` keeps them (None forgets one), in the same
+        write: the next message's "attempt started" mark rides with the uploads (ingest.attempts)."""
         ...
 
     def find_content(self, digest: str, since: datetime) -> ContentRecord | None:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,8 +112,10 @@ class SqliteStateStore:
     ) -> None:
         self.record_uploads(account, [UploadRecord(identity, custom_doc_id, filename, doc2_id)])
 
-    def record_uploads(self, account: str, uploads: Sequence[UploadRecord]) -> None:
-        if not uploads:
+    def record_uploads(
+        self, account: str, uploads: Sequence[UploadRecord], cursors: Mapping[str, str | None] | None = None
+    ) -> None:
+        if not uploads and not cursors:
             return
         now = _now()
         rows = [(account, u.identity, u.custom_doc_id, u.filename, u.doc2_id, now) for u in uploads]
@@ -121,9 +123,12 @@ class SqliteStateStore:
             (u.digest, account, u.identity, u.custom_doc_id, u.filename, u.doc2_id, now) for u in uploads if u.digest
         ]
         with self._lock, self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?)", rows)
+            if rows:
+                self._db.executemany("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?)", rows)
             if contents:  # only with dedupe: content
                 self._db.executemany("INSERT OR REPLACE INTO contents VALUES (?,?,?,?,?,?,?)", contents)
+            for name, value in (cursors or {}).items():
+                self._write_cursor(account, name, value)
 
     def find_content(self, digest: str, since: datetime) -> ContentRecord | None:
         with self._lock:
@@ -226,15 +231,18 @@ class SqliteStateStore:
         return str(row[0]) if row else None
 
     def record_cursor(self, account: str, name: str, value: str | None) -> None:
+        with self._lock:
+            self._write_cursor(account, name, value)
+
+    def _write_cursor(self, account: str, name: str, value: str | None) -> None:
         if value is not None and len(value) > MAX_CURSOR_CHARS:
             raise ValueError(
                 f"cursor {name!r} of account {account!r}: {len(value)} characters, more than the store keeps"
             )
-        with self._lock:
-            if value is None:
-                self._db.execute("DELETE FROM cursors WHERE account=? AND name=?", (account, name))
-            else:
-                self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now()))
+        if value is None:
+            self._db.execute("DELETE FROM cursors WHERE account=? AND name=?", (account, name))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", (account, name, value, _now()))
 
     def add_cursor(self, account: str, name: str, value: str) -> bool:
         with self._lock:

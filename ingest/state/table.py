@@ -31,7 +31,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -219,10 +219,15 @@ class TableStateStore(OperatorRecords):
         entity = self._upload_entity(account, UploadRecord(identity, custom_doc_id, filename, doc2_id))
         self._call(self._table.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
-    def record_uploads(self, account: str, uploads: Sequence[UploadRecord]) -> None:
+    def record_uploads(
+        self, account: str, uploads: Sequence[UploadRecord], cursors: Mapping[str, str | None] | None = None
+    ) -> None:
         from azure.data.tables import UpdateMode
 
-        self._upsert_together([self._upload_entity(account, upload) for upload in uploads], UpdateMode.REPLACE)
+        marks = [self._cursor_entity(account, name, value) for name, value in (cursors or {}).items()]
+        self._upsert_together(
+            [*marks, *(self._upload_entity(account, upload) for upload in uploads)], UpdateMode.REPLACE
+        )
         contents = [
             {
                 "PartitionKey": CONTENT_PARTITION,
@@ -417,27 +422,42 @@ class TableStateStore(OperatorRecords):
         self._call(self._table.upsert_entity, self._cursor_entity(account, name, value), mode=UpdateMode.REPLACE)
 
     def add_cursor(self, account: str, name: str, value: str) -> bool:
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+        entity = self._cursor_entity(account, name, value)
         try:
-            self._call(self._table.create_entity, self._cursor_entity(account, name, value))
+            self._call(self._table.create_entity, entity)
         except ResourceExistsError:
-            return False
+            # A row without a value is a cursor forgotten inside a transaction (record_uploads): there is none.
+            try:
+                existing: Any = self._call(self._table.get_entity, entity["PartitionKey"], entity["RowKey"])
+            except ResourceNotFoundError:  # deleted meanwhile: try again
+                return self.add_cursor(account, name, value)
+            if existing.get("value") is not None:
+                return False
+            try:
+                self._replace_unchanged(entity, existing.metadata["etag"])
+            except ResourceModifiedError:
+                return False
         return True
 
-    def _cursor_entity(self, account: str, name: str, value: str) -> dict[str, Any]:
-        if len(value) > MAX_CURSOR_CHARS:
+    def _cursor_entity(self, account: str, name: str, value: str | None) -> dict[str, Any]:
+        """The cursor's row; for None a row without a value (a transaction cannot delete a row that may be
+        missing), which :meth:`cursor` reads as no cursor."""
+        if value is not None and len(value) > MAX_CURSOR_CHARS:
             raise ValueError(
                 f"cursor {name!r} of account {account!r}: {len(value)} characters, more than the store keeps"
             )
-        return {
+        entity: dict[str, Any] = {
             "PartitionKey": escape_key_part(account),
             "RowKey": _cursor_row(name),
             "account": account,
             "name": name,
-            "value": value,
             "updated_at": _now(),
         }
+        if value is not None:
+            entity["value"] = value
+        return entity
 
     # -- lock and life cycle ---------------------------------------------------------------------------------
 

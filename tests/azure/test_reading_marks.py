@@ -15,17 +15,23 @@ from tests.mail import invoice_mail
 STORES = {"sqlite": SqliteStateStore, "table": TableStateStore}
 
 
-def _count_marks(monkeypatch, store_class) -> list[str | None]:
-    """Every value the run writes to the account's mark (None: a clear), in order."""
-    written: list[str | None] = []
-    record_cursor = store_class.record_cursor
+def _count_writes(monkeypatch, store_class) -> list[tuple[str, str | None, int]]:
+    """Every write of the run that touches the account's mark or records uploads, in order: (what, the mark's value
+    written or None for a clear or no mark, uploads recorded)."""
+    written: list[tuple[str, str | None, int]] = []
+    record_cursor, record_uploads = store_class.record_cursor, store_class.record_uploads
 
-    def counting(self, account, name, value):
+    def cursor(self, account, name, value):
         if name == MARK:
-            written.append(value)
+            written.append(("cursor", value, 0))
         return record_cursor(self, account, name, value)
 
-    monkeypatch.setattr(store_class, "record_cursor", counting)
+    def uploads(self, account, records, cursors=None):
+        written.append(("uploads", (cursors or {}).get(MARK), len(records)))
+        return record_uploads(self, account, records, cursors)
+
+    monkeypatch.setattr(store_class, "record_cursor", cursor)
+    monkeypatch.setattr(store_class, "record_uploads", uploads)
     return written
 
 
@@ -36,24 +42,35 @@ def store_kind(request, scenario) -> str:
     return request.param
 
 
-def test_an_import_writes_the_mark_once_a_message_and_the_clear_only_before_it_waits(scenario, store_kind, monkeypatch):
+def test_an_import_writes_the_mark_once_a_message_with_the_uploads_and_the_clear_only_before_it_waits(
+    scenario, store_kind, monkeypatch
+):
     scenario.append_many([invoice_mail(n) for n in range(12)])
     scenario.write_config(scenario.imap_account())
-    written = _count_marks(monkeypatch, STORES[store_kind])
+    written = _count_writes(monkeypatch, STORES[store_kind])
 
     report = scenario.run().accounts[0]
 
     assert report.outcome == "ok", report.error
     assert report.messages_imported == 12
-    marks = [value for value in written if value is not None]
+    marks = [value for _, value, _ in written if value is not None]
     assert len(marks) == 12 and len(set(marks)) == 12, "each message marked once before it is read"
     # Cleared twice: while the run waits for DOC²'s first answer (one message at a time until then), and at the end.
     # Before, every message's mark was cleared on its own: 12 clears.
-    assert written.count(None) == 2
-    assert written[-1] is None
+    clears = [what for what, value, _ in written if what == "cursor" and value is None]
+    assert len(clears) == 2
+    # The uploads ride with the marks: 12 documents, in at most 4 writes of their own (the first one, recorded while
+    # the run waits for it; those that ended after the last message was marked). Before, one write a message.
+    assert sum(count for _, _, count in written) == 12
+    alone = [count for what, value, count in written if what == "uploads" and value is None and count]
+    assert len(alone) <= 4, written
+    assert _mark_left(scenario) is None, "nothing is charged to the next run"
+
+
+def _mark_left(scenario) -> str | None:
     store = open_state_store(scenario.state_url)
     try:
-        assert store.cursor("mail", MARK) is None, "nothing is charged to the next run"
+        return store.cursor("mail", MARK)
     finally:
         store.close()
 
@@ -64,7 +81,6 @@ def test_a_failed_attempt_is_counted_with_the_mark_cleared_first(scenario, store
     scenario.append_many([invoice_mail(n) for n in range(4)])
     scenario.write_config(scenario.imap_account(max_attempts=1))
     scenario.doc2.refuse_document("invoice-2", 422)  # that message's own fault
-    written = _count_marks(monkeypatch, STORES[store_kind])
     cleared_when_counted: list[bool] = []
     record_failure = STORES[store_kind].record_failure
 
@@ -78,4 +94,4 @@ def test_a_failed_attempt_is_counted_with_the_mark_cleared_first(scenario, store
 
     assert (report.messages_imported, report.messages_failed) == (3, 1)
     assert cleared_when_counted == [True]
-    assert written[-1] is None
+    assert _mark_left(scenario) is None

@@ -389,3 +389,19 @@ def test_a_duplicate_says_which_upload_it_duplicates(open_store):
     assert [(d.custom_doc_id, d.filename) for d in found] == [("doc-3", "again.pdf"), ("doc-7", "invoice (1).pdf")]
     assert found[0].original == original
     assert again.duplicates("a", AWKWARD) == [] and again.uploaded("b", AWKWARD) == set()
+
+
+def test_cursors_ride_with_the_uploads_in_one_write(open_store: Opener) -> None:
+    """record_uploads keeps cursors in the same write (the next message's "attempt started" mark, ingest.attempts);
+    a cursor forgotten there is none, for cursor() and add_cursor() alike."""
+    store = open_store()
+    store.record_cursor("a", "mark", "m-1")
+    store.record_uploads("a", [UploadRecord(AWKWARD, "doc-1", "a.pdf", "d1")], {"mark": "m-2"})
+    assert store.cursor("a", "mark") == "m-2"
+    assert store.uploaded("a", AWKWARD) == {"doc-1"}
+    store.record_uploads("a", [], {"mark": None})
+    assert store.cursor("a", "mark") is None
+    other = open_store()
+    assert other.add_cursor("a", "mark", "again") is True
+    assert store.add_cursor("a", "mark", "third") is False
+    assert store.cursor("a", "mark") == "again"
