@@ -27,14 +27,13 @@ from ..tls import client_context
 from . import imap_providers, imap_sections
 from ._errors import IMAP_NETWORK_ERRORS, close_quietly, connect, describe, server_text, throttled
 from .base import Outcome
+from .imap_ahead import FetchAhead, after, batch_from
 from .imap_folder_session import SessionFolders
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
 LIST_CHUNK = 500  # UIDs per FETCH of sizes and headers
-PREFETCH_MESSAGES = 25  # whole messages fetched in one round trip...
-PREFETCH_BYTES = 16 * 1024 * 1024  # ...up to this many bytes
 _HEADER_FIELDS = b"BODY[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]"
 # A message larger than this is fetched in pieces into a temporary file, never whole in memory.
 LARGE_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -59,6 +58,9 @@ class ImapMailbox:
         self._sizes: dict[int, int] = {}
         self._order: list[int] = []
         self._prefetched: dict[int, bytes] = {}
+        self._positions: dict[int, int] = {}  # UID -> its place in _order
+        self._ahead = FetchAhead()  # the next batch, fetched while this one is worked on
+        self._next_batch: int | None = None  # the UID the next batch starts at
         self._where = f"IMAP {account.host}:{account.effective_port} (account {account.name!r})"
 
     # -- session ---------------------------------------------------------------------------------------------
@@ -74,6 +76,7 @@ class ImapMailbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._ahead.close()
         client, self._client = self._client, None
         if client is None:
             return
@@ -131,8 +134,10 @@ class ImapMailbox:
         return self._session_folders().resolve(folder)
 
     def _session_folders(self) -> SessionFolders:
+        """The folder naming, once nothing is fetched ahead on the connection (it may send LIST and CREATE)."""
         if self._folders is None:
             raise RuntimeError("ImapMailbox used outside its 'with' block")
+        self._prefetched.update(self._ahead.idle())
         return self._folders
 
     # -- TEST LOGIN ------------------------------------------------------------------------------------------
@@ -195,6 +200,8 @@ class ImapMailbox:
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while searching: {describe(err)}") from err
         self._order = uids
+        self._positions = {uid: position for position, uid in enumerate(uids)}
+        self._next_batch = None
         # The headers in the listing only let the message filters leave a message unfetched; without such filters
         # they would be fetched and parsed for nothing (a tenth of the CPU of a mail).
         filters = self.account.filters
@@ -224,6 +231,9 @@ class ImapMailbox:
     def read(self, ref: MessageRef) -> MimeMailItem:
         uid = int(ref.ref)
         raw = self._prefetched.pop(uid, None)
+        if raw is None and self._ahead.holds(uid):
+            self._prefetched.update(self._ahead.take())  # what its FETCH raised, it raises for this message
+            raw = self._prefetched.pop(uid, None)
         if raw is None and self._may_hold_oversized(uid):
             item = self._read_without_oversized(uid)
             if item is not None:
@@ -239,6 +249,7 @@ class ImapMailbox:
             raw = self._prefetched.pop(uid, None)
         if raw is None:
             raise DocumentError(f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched")
+        self._fetch_ahead()
         return MimeMailItem(raw)
 
     def _fetch_to_file(self, uid: int) -> FileBlob:
@@ -275,33 +286,54 @@ class ImapMailbox:
     def _prefetch_from(self, uid: int) -> None:
         """Fetch this message and the next few in one round trip (bounded by count and bytes)."""
         client = self._require()
-        try:
-            position = self._order.index(uid)
-        except ValueError:
-            batch = [uid]
-        else:
-            batch, total = [], 0
-            for candidate in self._order[position:]:
-                size = self._sizes.get(candidate, 0)
-                if batch and (
-                    len(batch) >= PREFETCH_MESSAGES
-                    or total + size > PREFETCH_BYTES
-                    or size > LARGE_MESSAGE_BYTES
-                    or self._may_hold_oversized(candidate)
-                ):
-                    break
-                batch.append(candidate)
-                total += size
+        batch = batch_from(uid, self._order, self._positions, self._size, self._fetched_alone)
+        self._prefetched.update(self._fetch_batch(client, batch))
+        self._next_batch = self._after(batch)
+
+    def _fetch_ahead(self) -> None:
+        """Start fetching the batch after the last one fetched, unless one is on its way, it is fetched already,
+        or it starts with a message that is fetched on its own (large, or with parts over the size limit)."""
+        start = self._next_batch
+        if start is None or self._ahead.busy or start in self._prefetched:
+            return
+        if self._not_ahead(start):
+            return
+        client = self._require()
+        batch = batch_from(start, self._order, self._positions, self._size, self._not_ahead)
+        self._ahead.start(batch, lambda uids: self._fetch_batch(client, uids))
+        self._next_batch = self._after(batch)
+
+    def _after(self, batch: list[int]) -> int | None:
+        return after(batch, self._order, self._positions)
+
+    def _size(self, uid: int) -> int:
+        return self._sizes.get(uid, 0)
+
+    def _fetched_alone(self, uid: int) -> bool:
+        return self._size(uid) > LARGE_MESSAGE_BYTES or self._may_hold_oversized(uid)
+
+    def _not_ahead(self, uid: int) -> bool:
+        """Not fetched ahead: fetched on its own, or not listed yet (a caller that reads while it lists: its size
+        is not known, nor whether it is fetched on its own)."""
+        return uid not in self._sizes or self._fetched_alone(uid)
+
+    def _fetch_batch(self, client: IMAPClient, batch: list[int]) -> dict[int, bytes]:
+        """One FETCH of whole messages (on the caller's thread or the fetch-ahead thread: the caller makes sure
+        nothing else uses the connection meanwhile)."""
         try:
             data = client.fetch(batch, ["BODY.PEEK[]"])
         except _NETWORK_ERRORS as err:
             raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
         except IMAPClientError as err:
-            raise DocumentError(f"{self._where}: server refused to give message UID {uid}: {describe(err)}") from err
+            raise DocumentError(
+                f"{self._where}: server refused to give message UID {batch[0]}: {describe(err)}"
+            ) from err
+        fetched = {}
         for fetched_uid, item in data.items():
             body = item.get(b"BODY[]")
             if body is not None:
-                self._prefetched[fetched_uid] = bytes(body)
+                fetched[fetched_uid] = bytes(body)
+        return fetched
 
     def _may_hold_oversized(self, uid: int) -> bool:
         """True when a part of this message may be over the size limit: look at its structure before fetching."""
@@ -454,8 +486,10 @@ class ImapMailbox:
         return info
 
     def _require(self) -> IMAPClient:
+        """The connection, once nothing is fetched ahead on it (what that brought is kept)."""
         if self._client is None:
             raise RuntimeError("ImapMailbox used outside its 'with' block")
+        self._prefetched.update(self._ahead.idle())
         return self._client
 
 
