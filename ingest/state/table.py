@@ -21,7 +21,8 @@ or message key longer than ``MAX_PROPERTY_CHARS`` is kept as ``~h`` + its SHA-25
 name or DOC² id cut at ``MAX_NAME_CHARS``, an error at ``MAX_ERROR_CHARS``. ``record_failure`` counts with optimistic
 concurrency (ETag), so two instances counting the same message never lose an attempt. ``record_uploads`` and
 ``record_settlements`` send their rows as entity group transactions (all rows of an account share its
-partition): one request per ``TRANSACTION_ROWS`` rows.
+partition): one request per ``TRANSACTION_ROWS`` rows; ``record_uploads`` carries cursors (the next message's
+"attempt started" mark) in the same transaction, a forgotten one as a row without a value.
 """
 
 from __future__ import annotations
@@ -442,8 +443,7 @@ class TableStateStore(OperatorRecords):
         return True
 
     def _cursor_entity(self, account: str, name: str, value: str | None) -> dict[str, Any]:
-        """The cursor's row; for None a row without a value (a transaction cannot delete a row that may be
-        missing), which :meth:`cursor` reads as no cursor."""
+        """The cursor's row; for None one without a value (a transaction cannot delete a row that may be missing)."""
         if value is not None and len(value) > MAX_CURSOR_CHARS:
             raise ValueError(
                 f"cursor {name!r} of account {account!r}: {len(value)} characters, more than the store keeps"
@@ -454,9 +454,8 @@ class TableStateStore(OperatorRecords):
             "account": account,
             "name": name,
             "updated_at": _now(),
+            **({} if value is None else {"value": value}),
         }
-        if value is not None:
-            entity["value"] = value
         return entity
 
     # -- lock and life cycle ---------------------------------------------------------------------------------
