@@ -118,12 +118,17 @@ def main() -> int:
         section += f"\n({bench.name}: {time.perf_counter() - started:.0f} s; output in {out / bench.name}.txt)\n"
         print(section, flush=True)
         sections.append(f"### {bench.name}\n\n{section}")
+        if args.markdown:  # after each benchmark: what is done can be read while the rest runs
+            write_markdown(args.markdown, head, sections)
     tail = f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {load_average()}"
     print(f"\n{tail}\noutputs: {out}")
     if args.markdown:
-        text = "\n".join(f"{line}  " for line in head) + f"\n{tail}\n\n" + "\n".join(sections)
-        args.markdown.write_text(text, encoding="utf-8")
+        write_markdown(args.markdown, [*head, tail], sections)
     return 0
+
+
+def write_markdown(path: Path, head: list[str], sections: list[str]) -> None:
+    path.write_text("\n".join(f"{line}  " for line in head) + "\n\n" + "\n".join(sections), encoding="utf-8")
 
 
 def describe(root: Path) -> str:
