@@ -106,8 +106,8 @@ def main() -> int:
     ]
     print("\n".join(head), flush=True)
     for root in [ROOT, *befores]:
-        if not (root / ".tools").exists():  # Azurite and the like, installed in the project's .tools
-            (root / ".tools").symlink_to((ROOT / ".tools").resolve())
+        if root != ROOT and (ROOT / ".tools").exists() and not (root / ".tools").exists():
+            (root / ".tools").symlink_to((ROOT / ".tools").resolve())  # Azurite and the like (scripts/setup.sh)
         subprocess.run([PYTHON, "-m", "compileall", "-q", "ingest", "function_app.py"], cwd=root, check=False)
     sections = []
     for bench in chosen:
