@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/state_roundtrips.py                       # 1,000 mails, +10 ms per storage request
     .venv/bin/python bench/state_roundtrips.py --messages 300 --latency-ms 0 --latency-ms 10 --rounds 3
-    .venv/bin/python bench/state_roundtrips.py --before /tmp/old-main  # the same, paired with another checkout
+    .venv/bin/python bench/state_roundtrips.py --before /tmp/old-main  # another checkout in the same rounds
 
 In Azure the state store is Table Storage (``INGEST_STATE_URL=azuretable://...``): each state write or read is an
 HTTPS round trip of ~5-20 ms from a Function App in the same region, where SQLite on a local disk costs a fraction
@@ -49,9 +49,12 @@ from bench._common import (
     spread,
     table,
 )
+from bench._rounds import Run, before_arguments, before_label, paired, save_results
 from bench._storage_proxy import StorageProxy
 from bench.imap_throughput import _World, check_imported
 from tests.support.azurite import Azurite, find_azurite_binary, unique_name
+
+OURS = "ours"
 
 
 @dataclass
@@ -116,23 +119,21 @@ def main() -> int:
         "--latency-ms", type=float, action="append", help="added to every storage request (repeatable; default 10)"
     )
     parser.add_argument("--no-sqlite", action="store_true", help="leave out the SQLite contender")
-    parser.add_argument(
-        "--before", type=Path, help="also run `python -m ingest` of this checkout (paired, same rounds)"
-    )
+    before_arguments(parser)
     args = parser.parse_args()
     latencies = args.latency_ms or [10.0]
 
     print(f"machine: {machine_summary()}")
-    print(f"before the rounds: {load_average()}")
-    checkouts = {"": ROOT}
-    if args.before:
-        checkouts = {"after: ": ROOT, "before: ": args.before.resolve()}
-        print(f"before = python -m ingest in {checkouts['before: ']}; after = in {ROOT}")
-    contenders: list[tuple[str, Path, float | None]] = []
+    load = [load_average()]
+    print(f"before the rounds: {load[0]}")
+    checkouts = {OURS: ROOT} | {before_label(root): root.resolve() for root in args.before}
     for label, root in checkouts.items():
-        if not args.no_sqlite:
-            contenders.append((f"{label}sqlite", root, None))
-        contenders += [(f"{label}table +{ms:g} ms", root, ms / 1000) for ms in latencies]
+        print(f"{label} = python -m ingest in {root}")
+    stores: dict[str, float | None] = {} if args.no_sqlite else {"sqlite": None}
+    stores |= {f"table +{ms:g} ms": ms / 1000 for ms in latencies}
+    contenders = [
+        (f"{label}: {store}", root, latency) for label, root in checkouts.items() for store, latency in stores.items()
+    ]
 
     count = args.messages
     work = Path(tempfile.mkdtemp(prefix="doc2-bench-state-"))
@@ -166,16 +167,36 @@ def main() -> int:
                     results[name].append(result)
                     report = json.loads(measured.stdout)
                     print(
-                        f"  round {number + 1}: {name:26} {measured.seconds:7.2f} s (in-process "
+                        f"  round {number + 1}: {name:36} {measured.seconds:7.2f} s (in-process "
                         f"{report['duration_seconds']:.2f} s), {sum(tables.values())} Table requests, "
                         f"{sum(blobs.values())} Blob requests; {check}",
                         flush=True,
                     )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"after the rounds: {load_average()}")
+    load.append(load_average())
+    print(f"after the rounds: {load[1]}")
     _print_tables(results, count)
+    by_store = {
+        f"{store}, {count:,} mails × {args.pdf_kb} KB": {
+            label: [_run(result, count) for result in results[f"{label}: {store}"]] for label in checkouts
+        }
+        for store in stores
+    }
+    save_results(args.json_out, by_store, reference=OURS, load=load)
+    for title, runs in by_store.items():
+        for label in list(checkouts)[1:]:
+            wall = paired(runs[label], runs[OURS], lambda r: r.measured.seconds)
+            print(f"{title}: {label} / {OURS}, wall time paired by round: {wall}")
     return 0
+
+
+def _run(result: Result, count: int) -> Run:
+    """A run as bench/run_all.py reads it: the requests per mail beside wall and CPU."""
+    extra = {"in-process s": float(json.loads(result.measured.stdout)["duration_seconds"])}
+    if result.table_requests:
+        extra |= {"Table req / mail": sum(result.table_requests.values()) / count}
+    return Run(result.measured, extra)
 
 
 def _print_tables(results: dict[str, list[Result]], count: int) -> None:
@@ -192,8 +213,8 @@ def _print_tables(results: dict[str, list[Result]], count: int) -> None:
                 spread(seconds),
                 f"{statistics.median(seconds) * per_1000:.1f}",
                 f"{statistics.median(r.measured.cpu_seconds for r in runs) * per_1000:.1f}",
-                f"{table_requests / count:.2f}" if "table" in name else "-",
-                f"{blob_requests:.0f}" if "table" in name else "-",
+                f"{table_requests / count:.2f}" if ": table" in name else "-",
+                f"{blob_requests:.0f}" if ": table" in name else "-",
             ]
         )
     print("\nwall time (median and range of the rounds), requests of one import pass:")
@@ -207,7 +228,7 @@ def _print_tables(results: dict[str, list[Result]], count: int) -> None:
     if kinds:
         by_kind = []
         for name, runs in results.items():
-            if "table" not in name:
+            if ": table" not in name:
                 continue
             first = runs[0]
             by_kind.append(
