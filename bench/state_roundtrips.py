@@ -100,8 +100,8 @@ class StateWorld:
         return f"azuretable+connstr:{unique_name('bench')};{connection}"
 
 
-def run_import(world: _World, state_url: str, round_dir: Path, root: Path) -> Measured:
-    config = world.write_accounts(round_dir / "accounts.yaml")
+def run_import(world: _World, state_url: str, round_dir: Path, root: Path, dedupe: str) -> Measured:
+    config = world.write_accounts(round_dir / "accounts.yaml", dedupe=dedupe)
     env = world.ingest_env(config, round_dir / "state.sqlite3")
     env["INGEST_STATE_URL"] = state_url
     measured = run_measured([PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=root)
@@ -119,6 +119,9 @@ def main() -> int:
         "--latency-ms", type=float, action="append", help="added to every storage request (repeatable; default 10)"
     )
     parser.add_argument("--no-sqlite", action="store_true", help="leave out the SQLite contender")
+    parser.add_argument(
+        "--dedupe", choices=["account", "content"], default="account", help="the account's dedupe (content: the index)"
+    )
     before_arguments(parser)
     args = parser.parse_args()
     latencies = args.latency_ms or [10.0]
@@ -158,7 +161,7 @@ def main() -> int:
                     round_dir.mkdir()
                     world.reseed()
                     url = f"sqlite:///{round_dir / 'state.sqlite3'}" if latency is None else storage.state_url(latency)
-                    measured = run_import(world, url, round_dir, root)
+                    measured = run_import(world, url, round_dir, root, args.dedupe)
                     check = check_imported(world, digests, count)
                     assert storage.table is not None and storage.blob is not None
                     tables = storage.table.counts() if latency is not None else Counter()
