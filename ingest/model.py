@@ -74,6 +74,8 @@ class Blob:
 @dataclass(frozen=True, eq=True)
 class BytesBlob(Blob):
     data: bytes
+    # The SHA-256 of ``data`` when it was computed ahead, off the pipeline's thread (ingest.mime.rawmail.prepare)
+    digest: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:  # type: ignore[override]
@@ -89,7 +91,7 @@ class BytesBlob(Blob):
         return self.data[:count]
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        return self.digest or hashlib.sha256(self.data).hexdigest()
 
     @property
     def in_memory(self) -> bool:

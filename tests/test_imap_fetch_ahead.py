@@ -15,6 +15,10 @@ from ingest.config import ImapAccount
 from ingest.errors import ConnectionLost, DocumentError
 from ingest.mailbox.imap import ImapMailbox
 from ingest.mailbox.imap_ahead import BATCH_MESSAGES, FetchAhead, after, batch_from
+from ingest.mime.rawmail import RawMail
+from ingest.mime.walk import extract_from_mime
+from ingest.model import BytesBlob
+from tests.hostile import corpus
 from tests.mail import invoice_mail
 
 
@@ -48,7 +52,11 @@ def test_a_refused_batch_brings_nothing_and_is_fetched_again_when_read() -> None
     assert ahead.idle() == {}
     ahead.start([5, 6], lambda uids: {uid: b"mail %d" % uid for uid in uids})
     assert ahead.holds(6) and not ahead.holds(7)
-    assert ahead.take() == {5: b"mail 5", 6: b"mail 6"}
+    fetched = ahead.take()
+    assert {uid: mail.read() for uid, mail in fetched.items() if isinstance(mail, RawMail)} == {
+        5: b"mail 5",
+        6: b"mail 6",
+    }
     assert not ahead.busy
     ahead.close()
 
@@ -98,3 +106,33 @@ def test_batches_stop_before_a_message_fetched_on_its_own_and_at_the_count() -> 
     assert batch_from(10, order, positions, sizes.__getitem__, lambda uid: uid == 10)[0] == 10  # alone, first
     assert len(batch_from(11, order, positions, sizes.__getitem__, lambda uid: False)) == BATCH_MESSAGES
     assert after([60], order, positions) is None
+
+
+CORPUS = [case for case in corpus.cases(with_big=False) if case.raw]
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[case.name for case in CORPUS])
+def test_a_message_prepared_on_the_fetch_ahead_thread_gives_the_same_documents(case: corpus.Case) -> None:
+    """Its lean pre-pass and digests made ahead (RawMail.prepare): the same documents, names, keys, bytes, notes."""
+    options = ImapAccount(name="a", type="imap", host="h", username="u", password_secret="p")
+
+    def documents(raw: bytes | RawMail) -> tuple[list[tuple[str, str, bytes, str]], list[tuple[str, str, bool]]]:
+        extraction = extract_from_mime(raw, options)
+        found = [(d.filename, d.key, d.blob.read(), d.blob.sha256()) for d in extraction.documents]
+        return found, [(s.filename, s.reason, s.damaged) for s in extraction.skipped]
+
+    prepared = RawMail.of(case.raw)
+    prepared.prepare()
+    assert documents(prepared) == documents(case.raw)
+
+
+def test_a_long_attachment_prepared_ahead_comes_with_its_digest_made_there() -> None:
+    options = ImapAccount(name="a", type="imap", host="h", username="u", password_secret="p")
+    content = bytes(range(256)) * 400  # 100 KB: a run long enough for the pre-pass
+    raw = invoice_mail(1, attachments=[("big.pdf", content, "application/pdf")])
+    prepared = RawMail.of(raw)
+    prepared.prepare()
+    (document,) = extract_from_mime(prepared, options).documents
+    (plain,) = extract_from_mime(raw, options).documents
+    assert isinstance(document.blob, BytesBlob) and document.blob.digest is not None  # made ahead
+    assert (document.key, document.blob.read(), document.blob.sha256()) == (plain.key, content, plain.blob.sha256())

@@ -22,6 +22,7 @@ from ..config import ImapAccount
 from ..errors import AccountError, ConnectionLost, DocumentError, IngestError, UnreadableMessage
 from ..mime.headers import parse_headers
 from ..mime.item import MimeMailItem
+from ..mime.rawmail import RawMail
 from ..model import BlobWriter, FileBlob, MessageRef, too_big
 from ..tls import client_context
 from . import imap_providers, imap_sections
@@ -57,7 +58,7 @@ class ImapMailbox:
         self._folders: SessionFolders | None = None  # the server's folder naming, learnt once per session
         self._sizes: dict[int, int] = {}
         self._order: list[int] = []
-        self._prefetched: dict[int, bytes] = {}
+        self._prefetched: dict[int, bytes | RawMail] = {}
         self._positions: dict[int, int] = {}  # UID -> its place in _order
         self._ahead = FetchAhead()  # the next batch, fetched while this one is worked on
         self._next_batch: int | None = None  # the UID the next batch starts at
@@ -317,7 +318,7 @@ class ImapMailbox:
         is not known, nor whether it is fetched on its own)."""
         return uid not in self._sizes or self._fetched_alone(uid)
 
-    def _fetch_batch(self, client: IMAPClient, batch: list[int]) -> dict[int, bytes]:
+    def _fetch_batch(self, client: IMAPClient, batch: list[int]) -> dict[int, bytes | RawMail]:
         """One FETCH of whole messages (on the caller's thread or the fetch-ahead thread: the caller makes sure
         nothing else uses the connection meanwhile)."""
         try:
@@ -328,7 +329,7 @@ class ImapMailbox:
             raise DocumentError(
                 f"{self._where}: server refused to give message UID {batch[0]}: {describe(err)}"
             ) from err
-        fetched = {}
+        fetched: dict[int, bytes | RawMail] = {}
         for fetched_uid, item in data.items():
             body = item.get(b"BODY[]")
             if body is not None:

@@ -24,6 +24,7 @@ the run instead of three (check, strip the line ends, decode).
 from __future__ import annotations
 
 import binascii
+import hashlib
 import itertools
 import re
 import secrets
@@ -57,6 +58,24 @@ class RawMail:
 
     def __init__(self, blob: Blob) -> None:
         self.blob = blob
+        self._prepared: LeanMessage | None = None
+
+    def prepare(self) -> None:
+        """Make the lean pre-pass (:func:`lean_message`) and the SHA-256 of each run it decoded now, on the caller's
+        thread: a mailbox that fetches ahead does it there, off the pipeline's thread (base64 decoding and hashing
+        give up the GIL, so it runs beside the pipeline's own work). Whatever goes wrong here is left for
+        extraction to meet again, and to report, as without it."""
+        try:
+            lean = lean_message(self)
+            lean.digests = [hashlib.sha256(data).hexdigest() if data is not None else None for data in lean.decoded]
+        except Exception:  # noqa: BLE001 - extraction does it again and reports it
+            return
+        self._prepared = lean
+
+    def take_prepared(self) -> LeanMessage | None:
+        """The pre-pass :meth:`prepare` made, once (it is used up by the extraction that takes it)."""
+        lean, self._prepared = self._prepared, None
+        return lean
 
     @classmethod
     def of(cls, raw: bytes | Blob | RawMail) -> RawMail:
@@ -100,6 +119,7 @@ class LeanMessage:
     prefix: str = ""  # DOC2INGESTRUN<24 random hex digits>N: a token is the prefix and the run's number
     line_ends: list[int] = field(default_factory=list)  # CRLFs in each run (known from checking it)
     decoded: list[bytes | None] = field(default_factory=list)  # each run decoded, when checking it decoded it
+    digests: list[str | None] = field(default_factory=list)  # SHA-256 of each decoded run, when made ahead
 
     def holds_runs(self, text: str) -> bool:
         return bool(self.runs) and self.prefix in text
@@ -172,7 +192,9 @@ class LeanMessage:
             self.decoded[number] = None  # the blob holds it from now on
             writer = BlobWriter()
             writer.write(decoded)
-            return writer.finish()
+            blob = writer.finish()
+            digest = self.digests[number] if number < len(self.digests) else None
+            return BytesBlob(blob.data, digest) if digest is not None and isinstance(blob, BytesBlob) else blob
         line_ends = self.line_ends[number] - (1 if end < self.runs[number][1] else 0)  # the last one left out
         data = self.source.read()
         # The run holds only base64 characters and CRLFs (checked when it was cut); what is left to check is what

@@ -95,7 +95,7 @@ def extract_from_mime(
     if options.import_ in ("attachments", "both"):
         walk = _Walk(omitted_sizes=dict(omitted_sizes or {}))
         try:
-            walk.lean = lean_message(mail)
+            walk.lean = mail.take_prepared() or lean_message(mail)
             _walk_message(parse_message(walk.lean.skeleton), "", 0, walk)
         except TransientError:
             raise  # the machine's trouble (no room for a temporary file), not the message's
