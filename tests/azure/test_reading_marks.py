@@ -55,15 +55,17 @@ def test_an_import_writes_the_mark_once_a_message_with_the_uploads_and_the_clear
     assert report.messages_imported == 12
     marks = [value for _, value, _ in written if value is not None]
     assert len(marks) == 12 and len(set(marks)) == 12, "each message marked once before it is read"
-    # Cleared twice: while the run waits for DOC²'s first answer (one message at a time until then), and at the end.
+    # Cleared only before the run waits for DOC² (for its first answer, one message at a time until then; when the
+    # uploads in flight are at their limit) and at the end: twice on a quiet machine, more when DOC² answers slowly.
     # Before, every message's mark was cleared on its own: 12 clears.
     clears = [what for what, value, _ in written if what == "cursor" and value is None]
-    assert len(clears) == 2
-    # The uploads ride with the marks: 12 documents, in at most 4 writes of their own (the first one, recorded while
-    # the run waits for it; those that ended after the last message was marked). Before, one write a message.
+    assert 2 <= len(clears) < 12, written
+    # The uploads ride with the marks: 12 documents, recorded on their own only when the run waits for them (the
+    # first one; at the limit; those that ended after the last message was marked): how often depends on DOC²'s
+    # speed (up to 4 on a quiet machine). Before, one write a message.
     assert sum(count for _, _, count in written) == 12
-    alone = [count for what, value, count in written if what == "uploads" and value is None and count]
-    assert len(alone) <= 4, written
+    riding = [count for what, value, count in written if what == "uploads" and value is not None and count]
+    assert riding, written
     assert _mark_left(scenario) is None, "nothing is charged to the next run"
 
 
