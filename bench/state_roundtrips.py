@@ -101,7 +101,9 @@ class StateWorld:
 
 
 def run_import(world: _World, state_url: str, round_dir: Path, root: Path, dedupe: str) -> Measured:
-    config = world.write_accounts(round_dir / "accounts.yaml", dedupe=dedupe)
+    # The default left out: an older checkout (--before) may not know the field.
+    fields = {"dedupe": dedupe} if dedupe != "account" else {}
+    config = world.write_accounts(round_dir / "accounts.yaml", **fields)
     env = world.ingest_env(config, round_dir / "state.sqlite3")
     env["INGEST_STATE_URL"] = state_url
     measured = run_measured([PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=root)
