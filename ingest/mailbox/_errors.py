@@ -6,10 +6,10 @@ import contextlib
 import imaplib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from ..errors import AccountError
+from ..errors import AccountError, ConnectionLost
 
 _Session = TypeVar("_Session")
 
@@ -42,6 +42,15 @@ def connect(where: str, open_session: Callable[[], _Session], failures: tuple[ty
         ) from err
     except failures as err:
         raise AccountError(f"{where}: cannot connect: {describe(err)}") from err
+
+
+@contextlib.contextmanager
+def imap_connection_kept(where: str, doing: str) -> Iterator[None]:
+    """A broken IMAP connection during the block becomes ConnectionLost "connection lost while ``doing``"."""
+    try:
+        yield
+    except IMAP_NETWORK_ERRORS as err:
+        raise ConnectionLost(f"{where}: connection lost while {doing}: {describe(err)}") from err
 
 
 def close_quietly(polite: Callable[[], object], forceful: Callable[[], object]) -> None:

@@ -8,6 +8,7 @@ sees a document. Provider quirks at sign-in: ``imap_providers``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import ssl
@@ -26,7 +27,7 @@ from ..mime.rawmail import RawMail
 from ..model import BlobWriter, FileBlob, MessageRef, too_big
 from ..tls import client_context
 from . import imap_providers, imap_sections
-from ._errors import IMAP_NETWORK_ERRORS, close_quietly, connect, describe, server_text, throttled
+from ._errors import IMAP_NETWORK_ERRORS, close_quietly, connect, describe, imap_connection_kept, server_text, throttled
 from .base import Outcome
 from .imap_ahead import FetchAhead, after, batch_from
 from .imap_folder_session import SessionFolders
@@ -196,10 +197,8 @@ class ImapMailbox:
             # SINCE compares dates only, in the server's time zone: a day of margin, exact age checked by us
             since = (datetime.now(UTC) - timedelta(days=max_age + 1)).date()
             criteria += ["SINCE", since]
-        try:
+        with imap_connection_kept(self._where, "searching"):
             uids = sorted(client.search(criteria))
-        except _NETWORK_ERRORS as err:
-            raise ConnectionLost(f"{self._where}: connection lost while searching: {describe(err)}") from err
         self._order = uids
         self._positions = {uid: position for position, uid in enumerate(uids)}
         self._next_batch = None
@@ -211,10 +210,8 @@ class ImapMailbox:
             items.append("BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE MESSAGE-ID)]")
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start : start + LIST_CHUNK]
-            try:
+            with imap_connection_kept(self._where, "listing"):
                 data = client.fetch(chunk, items)
-            except _NETWORK_ERRORS as err:
-                raise ConnectionLost(f"{self._where}: connection lost while listing: {describe(err)}") from err
             for uid in chunk:
                 item = data.get(uid)
                 if item is None:  # expunged meanwhile by someone else
@@ -257,32 +254,35 @@ class ImapMailbox:
         """A large message, fetched piece by piece (partial FETCH) into a temporary file."""
         client = self._require()
         offset = 0
-        with BlobWriter(memory_limit=0) as writer:  # a failure discards what was written
-            try:
-                while True:
-                    answer = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
-                    piece = answer.get(f"BODY[]<{offset}>".encode())
-                    if piece is None:
-                        if offset == 0:
-                            raise DocumentError(
-                                f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched"
-                            )
-                        break
-                    writer.write(piece)
-                    offset += len(piece)
-                    if len(piece) < FETCH_PIECE_BYTES:
-                        break
-            except _NETWORK_ERRORS as err:
-                raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
-            except IMAPClientError as err:
-                raise DocumentError(
-                    f"{self._where}: server refused to give message UID {uid}: {describe(err)}"
-                ) from err
+        with BlobWriter(memory_limit=0) as writer, self._fetching(uid):  # a failure discards what was written
+            while True:
+                answer = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
+                piece = answer.get(f"BODY[]<{offset}>".encode())
+                if piece is None:
+                    if offset == 0:
+                        raise DocumentError(
+                            f"{self._where}: message UID {uid} in {self.account.folder!r} could not be fetched"
+                        )
+                    break
+                writer.write(piece)
+                offset += len(piece)
+                if len(piece) < FETCH_PIECE_BYTES:
+                    break
         blob = writer.finish()
         if not isinstance(blob, FileBlob):  # memory_limit=0: every byte went to the file
             raise RuntimeError("a large message was not spooled to a file")
         log.debug("%s: UID %d fetched into a temporary file (%d bytes)", self._where, uid, blob.size)
         return blob
+
+    @contextlib.contextmanager
+    def _fetching(self, uid: int) -> Iterator[None]:
+        """A FETCH of message ``uid`` (and those after it): a broken connection is ConnectionLost, the server's
+        refusal the message's DocumentError."""
+        try:
+            with imap_connection_kept(self._where, "fetching"):
+                yield
+        except IMAPClientError as err:
+            raise DocumentError(f"{self._where}: server refused to give message UID {uid}: {describe(err)}") from err
 
     def _prefetch_from(self, uid: int) -> None:
         """Fetch this message and the next few in one round trip (bounded by count and bytes)."""
@@ -321,14 +321,8 @@ class ImapMailbox:
     def _fetch_batch(self, client: IMAPClient, batch: list[int]) -> dict[int, bytes | RawMail]:
         """One FETCH of whole messages (on the caller's thread or the fetch-ahead thread: the caller makes sure
         nothing else uses the connection meanwhile)."""
-        try:
+        with self._fetching(batch[0]):
             data = client.fetch(batch, ["BODY.PEEK[]"])
-        except _NETWORK_ERRORS as err:
-            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
-        except IMAPClientError as err:
-            raise DocumentError(
-                f"{self._where}: server refused to give message UID {batch[0]}: {describe(err)}"
-            ) from err
         fetched: dict[int, bytes | RawMail] = {}
         for fetched_uid, item in data.items():
             body = item.get(b"BODY[]")
@@ -348,16 +342,15 @@ class ImapMailbox:
         client = self._require()
         limit = self.account.filters.max_attachment_bytes or 0
         try:
-            answer = client.fetch([uid], ["BODYSTRUCTURE"]).get(uid, {})
-            plan = imap_sections.plan(answer[b"BODYSTRUCTURE"], limit) if b"BODYSTRUCTURE" in answer else None
-            if plan is None:
-                return None
-            fetched: dict[bytes, bytes] = {}
-            for start in range(0, len(plan.items), SECTIONS_PER_FETCH):
-                fetched.update(client.fetch([uid], plan.items[start : start + SECTIONS_PER_FETCH]).get(uid, {}))
-            raw = imap_sections.assemble(plan, fetched)
-        except _NETWORK_ERRORS as err:
-            raise ConnectionLost(f"{self._where}: connection lost while fetching: {describe(err)}") from err
+            with imap_connection_kept(self._where, "fetching"):
+                answer = client.fetch([uid], ["BODYSTRUCTURE"]).get(uid, {})
+                plan = imap_sections.plan(answer[b"BODYSTRUCTURE"], limit) if b"BODYSTRUCTURE" in answer else None
+                if plan is None:
+                    return None
+                fetched: dict[bytes, bytes] = {}
+                for start in range(0, len(plan.items), SECTIONS_PER_FETCH):
+                    fetched.update(client.fetch([uid], plan.items[start : start + SECTIONS_PER_FETCH]).get(uid, {}))
+                raw = imap_sections.assemble(plan, fetched)
         except (IMAPClientError, imap_sections.StructureError, ValueError, IndexError, TypeError) as err:
             log.warning("%s: UID %d: structure not usable (%s); fetching it whole", self._where, uid, describe(err))
             return None
@@ -392,10 +385,9 @@ class ImapMailbox:
         folders.ensure(outcome, target)
         path = folders.resolve(target)
         try:
-            for start in range(0, len(uids), SETTLE_CHUNK):
-                self._move(uids[start : start + SETTLE_CHUNK], path)
-        except _NETWORK_ERRORS as err:
-            raise ConnectionLost(f"{self._where}: connection lost while moving {what}: {describe(err)}") from err
+            with imap_connection_kept(self._where, f"moving {what}"):
+                for start in range(0, len(uids), SETTLE_CHUNK):
+                    self._move(uids[start : start + SETTLE_CHUNK], path)
         except IMAPClientError as err:
             if throttled(err):
                 raise ConnectionLost(
@@ -469,15 +461,12 @@ class ImapMailbox:
     def _select_source(self) -> dict[bytes, object]:
         client = self._require()
         source = self._session_folders().check_source(self.account.folder)
-        try:
-            info: dict[bytes, object] = client.select_folder(source)
+        try:  # a connection lost is not the folder's fault (imaplib's abort is also an IMAPClientError)
+            with imap_connection_kept(self._where, f"opening {self.account.folder!r}"):
+                info: dict[bytes, object] = client.select_folder(source)
         except IMAPClientError as err:
             raise AccountError(
                 f"{self._where}: cannot open source folder {self.account.folder!r}: {describe(err)}"
-            ) from err
-        except _NETWORK_ERRORS as err:
-            raise ConnectionLost(
-                f"{self._where}: connection lost opening {self.account.folder!r}: {describe(err)}"
             ) from err
         answer = info.get(b"UIDVALIDITY", 0)  # imapclient gives the numbers of SELECT's answer as int
         uidvalidity = answer if isinstance(answer, int) else 0

@@ -17,7 +17,7 @@ from imapclient.exceptions import IMAPClientError
 
 from ..errors import AccountError, ConnectionLost
 from . import imap_folders
-from ._errors import IMAP_NETWORK_ERRORS, describe, server_text, throttled
+from ._errors import IMAP_NETWORK_ERRORS, describe, imap_connection_kept, server_text, throttled
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,8 @@ class SessionFolders:
     def holds_mail(self, name: str) -> bool:
         """True when the server lists the folder and it can hold mail (not \\Noselect)."""
         try:
-            flags = self._listed_flags(name)
-        except IMAP_NETWORK_ERRORS as err:
-            raise ConnectionLost(
-                f"{self._where}: connection lost while looking at folder {name!r}: {describe(err)}"
-            ) from err
+            with imap_connection_kept(self._where, f"looking at folder {name!r}"):
+                flags = self._listed_flags(name)
         except IMAPClientError as err:
             raise AccountError(f"{self._where}: the server refused to list folder {name!r}: {describe(err)}") from err
         return flags is not None and not flags & _CANNOT_HOLD_MAIL
@@ -94,11 +91,8 @@ class SessionFolders:
         if name in self._ready:
             return False
         try:
-            created = self._create(name)
-        except IMAP_NETWORK_ERRORS as err:
-            raise ConnectionLost(
-                f"{self._where}: connection lost while checking folder {folder!r}: {describe(err)}"
-            ) from err
+            with imap_connection_kept(self._where, f"checking folder {folder!r}"):
+                created = self._create(name)
         except IMAPClientError as err:
             if throttled(err):
                 raise ConnectionLost(f"{self._where}: the server is busy: {server_text(err)}") from err
