@@ -78,7 +78,7 @@ class BytesBlob(Blob):
     digest: str | None = field(default=None, compare=False, repr=False)
 
     @property
-    def size(self) -> int:  # type: ignore[override]
+    def size(self) -> int:  # type: ignore[override]  # computed here, a field of the other blobs
         return len(self.data)
 
     def open(self) -> BinaryIO:

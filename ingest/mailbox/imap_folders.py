@@ -104,7 +104,7 @@ def folder_layout(
     LIST answer carrying special-use attributes (``(flags, delimiter, name)`` tuples)."""
     prefix, separator, others = "", delimiter, []
     if namespaces is not None:
-        personal, other, shared = (tuple(x or ()) for x in namespaces)  # type: ignore[attr-defined]
+        personal, other, shared = (tuple(x or ()) for x in namespaces)  # type: ignore[attr-defined]  # imapclient's answer, untyped
         if personal:
             prefix, separator = str(personal[0][0] or ""), _text(personal[0][1]) or delimiter
         others = [str(p) for p, _sep in (*personal[1:], *other, *shared) if p]

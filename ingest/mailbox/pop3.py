@@ -203,11 +203,11 @@ class Pop3Mailbox:
         token = self._token_source()
         sasl = f"user={self.account.username}\x01auth=Bearer {token}\x01\x01".encode()
         # poplib has no public AUTH; _shortcmd is its own one-line command helper.
-        answer = client._shortcmd("AUTH XOAUTH2 " + base64.b64encode(sasl).decode())  # type: ignore[attr-defined]
+        answer = client._shortcmd("AUTH XOAUTH2 " + base64.b64encode(sasl).decode())  # type: ignore[attr-defined]  # poplib, no public API
         if answer.startswith(b"+ ") or answer == b"+":
             # A failure comes as a challenge carrying a JSON error; the client must answer with an empty line,
             # after which the server sends -ERR (raised by poplib as error_proto).
-            client._shortcmd("")  # type: ignore[attr-defined]
+            client._shortcmd("")  # type: ignore[attr-defined]  # poplib, no public API
 
     def check(self) -> list[str]:
         client = self._require()
@@ -311,14 +311,14 @@ class Pop3Mailbox:
                 client._putcmd(f"TOP {int(number)} 0")  # type: ignore[attr-defined]  # poplib's own command step
             for _number in numbers:
                 try:
-                    client._getresp()  # type: ignore[attr-defined]
+                    client._getresp()  # type: ignore[attr-defined]  # poplib, no public API
                 except poplib.error_proto as err:
                     if not _server_refused(err):
                         raise
                     blocks.append(None)  # a one-line -ERR: the session is still in step
                     continue
                 lines = []
-                while (line := client._getline()[0]) != b".":  # type: ignore[attr-defined]
+                while (line := client._getline()[0]) != b".":  # type: ignore[attr-defined]  # poplib, no public API
                     lines.append(line[1:] if line.startswith(b"..") else line)
                 blocks.append(b"\r\n".join(lines) + b"\r\n\r\n")
         except poplib.error_proto as err:
@@ -355,7 +355,7 @@ class Pop3Mailbox:
             try:
                 client = self._require()
                 client._putcmd(f"RETR {number}")  # type: ignore[attr-defined]  # poplib's own steps of retr(), streamed
-                client._getresp()  # type: ignore[attr-defined]
+                client._getresp()  # type: ignore[attr-defined]  # poplib, no public API
                 if not _stream_reply(client, writer, limit):
                     self._reopen(DocumentError("message longer than listed"))  # the rest of it is still on the wire
                     raise UnreadableMessage(f"{too_big('the message', limit + 1, limit)} (more than listed): not read")

@@ -134,7 +134,7 @@ class _TextOnly(HTMLParser):
 
 def _body_part(message: Message, subtype: str) -> Message | None:
     try:
-        part = message.get_body(preferencelist=(subtype,))  # type: ignore[attr-defined]
+        part = message.get_body(preferencelist=(subtype,))  # type: ignore[attr-defined]  # an EmailMessage (policy)
     except Exception:  # noqa: BLE001 - an odd structure just means no body of this kind
         return None
     return part if isinstance(part, Message) else None

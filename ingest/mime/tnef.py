@@ -120,7 +120,7 @@ def _checked_tnef_stream(data: bytes) -> bytes:
 
 def _tnef_file_name(attachment: object, codepage: str | None) -> str | None:
     try:
-        name = attachment.long_filename()  # type: ignore[attr-defined]
+        name = attachment.long_filename()  # type: ignore[attr-defined]  # tnefparse's attachment, untyped
     except UnicodeDecodeError:
         # tnefparse decodes the 8-bit title as UTF-8 only; it lives in the private _name.
         name = getattr(attachment, "_name", b"")

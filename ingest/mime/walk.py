@@ -316,7 +316,7 @@ def _body_ids(message: Message) -> frozenset[int]:
     ids = set()
     for preference in (("html",), ("plain",)):
         try:
-            body = message.get_body(preferencelist=preference)  # type: ignore[attr-defined]
+            body = message.get_body(preferencelist=preference)  # type: ignore[attr-defined]  # EmailMessage (policy)
         except Exception:  # noqa: BLE001 - an odd structure just means no body part is recognised
             body = None
         if body is not None:

@@ -5,6 +5,7 @@ created with their parents when missing."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from ...errors import AccountError
@@ -40,11 +41,11 @@ class GraphFolders(GraphCore):
             found: str | None
             if depth == 0 and name.lower() in WELL_KNOWN_FOLDERS:
                 well_known = name.lower()
-                found = self._call(f"opening folder {name!r}", lambda n=well_known: self._get_folder(n))  # type: ignore[misc]
+                found = self._call(f"opening folder {name!r}", partial(self._get_folder, well_known))
             else:
-                found = self._call(f"looking up folder {name!r}", lambda p=parent, n=name: self._find_child(p, n))  # type: ignore[misc]
+                found = self._call(f"looking up folder {name!r}", partial(self._find_child, parent, name))
                 if found is None and create:
-                    found = self._call(f"creating folder {name!r}", lambda p=parent, n=name: self._create_child(p, n))  # type: ignore[misc]
+                    found = self._call(f"creating folder {name!r}", partial(self._create_child, parent, name))
                     log.info("%s: created folder %s", self._where, "/".join(parts[: depth + 1]))
             if found is None:
                 return None

@@ -178,7 +178,7 @@ class GraphMailItem:
                 document.filename,
                 document.content_type,
                 path + inner_path[1:],
-                lambda blob=document.blob: blob,  # type: ignore[misc]  # the blob as extracted, not copied
+                _as_extracted(document.blob),
                 document.size,
                 trusted_type=True,
             )
@@ -223,3 +223,8 @@ def _once(load: Callable[[], bytes | Blob]) -> Callable[[], bytes | Blob]:
         return loaded[0]
 
     return again
+
+
+def _as_extracted(blob: Blob) -> Callable[[], Blob]:
+    """The blob of an attached mail's document as extracted, not copied."""
+    return lambda: blob
