@@ -5,6 +5,7 @@ a document DOC² refuses comes back as that message's failure, for the pipeline 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -116,3 +117,52 @@ def test_a_refused_document_comes_back_as_its_message_s_failure_with_the_rest_re
     assert isinstance(error, DocumentError)
     assert done.uploaded == 2  # the two DOC² took are recorded (checked as it came back); deciding is not Flight's
     assert state.message(ACCOUNT, "1") is None  # no attempt counted, nothing settled: the pipeline's to decide
+
+
+class _EndsBetweenLooks(Future[str | None]):
+    """An upload that has ended by the time anyone asks, yet reads as still running at the first look: the upload
+    that ends while the flight sorts its messages into finished and waiting."""
+
+    def __init__(self, doc2_id: str) -> None:
+        super().__init__()
+        self.set_result(doc2_id)
+        self._looks = 0
+
+    def done(self) -> bool:
+        self._looks += 1
+        return self._looks > 1
+
+
+class _PoolOfEndedUploads:
+    """Stands in for the upload pool (nothing is sent anywhere): the first upload has ended, the second "ends
+    between two looks"."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, _upload: object, *_args: object) -> Future[str | None]:
+        self.submitted += 1
+        if self.submitted > 1:
+            return _EndsBetweenLooks("doc2-id-2")
+        ended: Future[str | None] = Future()
+        ended.set_result("doc2-id-1")
+        return ended
+
+
+def test_a_message_whose_upload_ends_while_the_flight_looks_is_not_lost(state: SqliteStateStore) -> None:
+    """A message whose last upload ended between two looks at it once fell out of the flight while another message
+    was handed back: uploaded, never recorded, settled or counted (seen in benchmark runs: 998 of 1,000 mails
+    imported, exit 0). One look a message."""
+    flight = Flight(account=ACCOUNT, doc2=None, pool=_PoolOfEndedUploads(), state=state, max_uploads=4)
+    first, second = _message(1), _message(2)
+    assert flight.start(first) == [] and flight.start(second) == []
+
+    flight.record({})  # the pipeline marks its next message; the second upload ends while the flight sorts
+    handed: list[Finished] = []
+    while flight.busy:
+        handed += flight.next_finished()
+
+    assert [done.work for done in handed] == [first, second], "the second message is handed back, not dropped"
+    assert [done.uploaded for done in handed] == [1, 1]
+    assert state.uploaded(ACCOUNT, second.identity) == {second.uploads[0].metadata.custom_doc_id}
+    assert not flight.busy
