@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -141,9 +142,11 @@ class MailWorld:
                 return 0
             return int(client.folder_status(folder, ["MESSAGES"])[b"MESSAGES"])
 
-    def write_accounts(self, path: Path, **fields: object) -> Path:
-        """An accounts file with one IMAPS account on this Dovecot, for ``python -m ingest``."""
-        extra = "".join(f"    {key}: {value}\n" for key, value in fields.items())
+    def write_accounts(self, path: Path, *, kind: str = "imap", **fields: object) -> Path:
+        """An accounts file with one account on this Dovecot over TLS (IMAPS, or POP3S with ``kind="pop3"``), for
+        ``python -m ingest``."""
+        folders = "    folder: INBOX\n    processed_folder: Processed\n    failed_folder: Failed\n"
+        extra = (folders if kind == "imap" else "") + "".join(f"    {key}: {value}\n" for key, value in fields.items())
         path.write_text(
             f"""doc2:
   base_url: {self.doc2.url}
@@ -151,16 +154,13 @@ class MailWorld:
   ca_file: {self.ca.ca_cert}
 accounts:
   - name: bench
-    type: imap
+    type: {kind}
     host: 127.0.0.1
-    port: {self.dovecot.ports["imaps"]}
+    port: {self.dovecot.ports[kind + "s"]}
     security: ssl
     username: {USER}
     password_secret: bench-password
     ca_file: {self.ca.ca_cert}
-    folder: INBOX
-    processed_folder: Processed
-    failed_folder: Failed
 {extra}""",
             encoding="utf-8",
         )
@@ -341,3 +341,32 @@ def seed_invoices(world: MailWorld, count: int, pdf_kb: int) -> tuple[set[str], 
     seconds = world.seed(raws)
     print(f"{count} mails with one {pdf_kb} KB PDF each, {mib(mail_bytes)} of mail (seeded in {seconds:.1f} s)")
     return digests, mail_bytes
+
+
+def naive_upload(http: Any, raw: bytes) -> int:
+    """The naive loops' work on one message: parsed whole by the email package, each attachment posted to DOC² with
+    plain httpx (``http``: a client with DOC²'s base URL and key). Returns how many were uploaded."""
+    import email
+    import email.policy
+    import json
+    import uuid
+
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    uploaded = 0
+    for number, part in enumerate(message.iter_attachments()):
+        metadata = {
+            "custom_doc_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{message['Message-ID']}/{number}")),
+            "email_from": str(message["From"]),
+            "email_subject": str(message["Subject"]),
+            "email_received": message["Date"].datetime.isoformat(),
+            "email_message_id": str(message["Message-ID"]),
+            "mailbox": "naive",
+        }
+        answer = http.post(
+            "/document/process",
+            data={"source": "email:naive", "metadata": json.dumps(metadata)},
+            files={"file": (part.get_filename(), part.get_content(), part.get_content_type())},
+        )
+        answer.raise_for_status()
+        uploaded += 1
+    return uploaded

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import json
 import os
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ from bench._common import (
     Measured,
     load_average,
     machine_summary,
+    naive_upload,
     run_measured,
     seed_invoices,
 )
@@ -59,10 +59,7 @@ TARGET_VS_NAIVE = 3.0  # ours at least this many times faster than the naive loo
 
 def naive_import() -> int:
     """One message at a time: fetch it, parse it, upload its attachments, move it. Plain, correct, slow."""
-    import email
-    import email.policy
     import ssl
-    import uuid
 
     import httpx
     from imapclient import IMAPClient
@@ -79,24 +76,7 @@ def naive_import() -> int:
             imap.create_folder("Processed")
         imap.select_folder("INBOX")
         for uid in imap.search("ALL"):
-            raw = imap.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
-            message = email.message_from_bytes(raw, policy=email.policy.default)
-            for number, part in enumerate(message.iter_attachments()):
-                metadata = {
-                    "custom_doc_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{message['Message-ID']}/{number}")),
-                    "email_from": str(message["From"]),
-                    "email_subject": str(message["Subject"]),
-                    "email_received": message["Date"].datetime.isoformat(),
-                    "email_message_id": str(message["Message-ID"]),
-                    "mailbox": "naive",
-                }
-                answer = http.post(
-                    "/document/process",
-                    data={"source": "email:naive", "metadata": json.dumps(metadata)},
-                    files={"file": (part.get_filename(), part.get_content(), part.get_content_type())},
-                )
-                answer.raise_for_status()
-                uploaded += 1
+            uploaded += naive_upload(http, imap.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"])
             imap.move([uid], "Processed")
     print(uploaded)
     return 0
@@ -142,16 +122,21 @@ SyncState *
 
 
 def run_naive(world: MailWorld, round_dir: Path) -> Measured:
+    return run_naive_worker(world, Path(__file__), "imaps")
+
+
+def run_naive_worker(world: MailWorld, script: Path, port: str) -> Measured:
+    """A naive loop (``script --naive-worker``) in a child process, against the world's Dovecot on ``port``."""
     env = dict(
         os.environ,
         NAIVE_CA=str(world.ca.ca_cert),
-        NAIVE_PORT=str(world.dovecot.ports["imaps"]),
+        NAIVE_PORT=str(world.dovecot.ports[port]),
         NAIVE_USER=USER,
         NAIVE_PASSWORD=PASSWORD,
         NAIVE_DOC2=world.doc2.url,
         NAIVE_KEY=world.doc2.api_key,
     )
-    measured = run_measured([PYTHON, str(Path(__file__).resolve()), "--naive-worker"], env=env, watch=_watch(world))
+    measured = run_measured([PYTHON, str(script.resolve()), "--naive-worker"], env=env, watch=_watch(world))
     if measured.returncode != 0:
         raise SystemExit(f"the naive loop failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
     return measured

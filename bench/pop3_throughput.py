@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -30,30 +29,26 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
-    PASSWORD,
     PYTHON,
     ROOT,
-    USER,
     MailWorld,
     Measured,
     load_average,
     machine_summary,
+    naive_upload,
     run_measured,
     seed_invoices,
 )
 from bench._rounds import before_arguments, before_label, paired, print_mail_tables, run_rounds, save_results
-from bench.imap_throughput import _watch, _World, upload_problems
+from bench.imap_throughput import _watch, _World, run_naive_worker, upload_problems
 
 # --- the naive loop (runs in a child process: python bench/pop3_throughput.py --naive-worker) -------------------
 
 
 def naive_import() -> int:
     """One message at a time: RETR it, parse it, upload its attachments, DELE it. Plain, correct, slow."""
-    import email
-    import email.policy
     import poplib
     import ssl
-    import uuid
 
     import httpx
 
@@ -67,23 +62,7 @@ def naive_import() -> int:
         count, _size = pop.stat()
         for number in range(1, count + 1):
             _response, lines, _octets = pop.retr(number)
-            message = email.message_from_bytes(b"\r\n".join(lines) + b"\r\n", policy=email.policy.default)
-            for index, part in enumerate(message.iter_attachments()):
-                metadata = {
-                    "custom_doc_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{message['Message-ID']}/{index}")),
-                    "email_from": str(message["From"]),
-                    "email_subject": str(message["Subject"]),
-                    "email_received": message["Date"].datetime.isoformat(),
-                    "email_message_id": str(message["Message-ID"]),
-                    "mailbox": "naive",
-                }
-                answer = http.post(
-                    "/document/process",
-                    data={"source": "email:naive", "metadata": json.dumps(metadata)},
-                    files={"file": (part.get_filename(), part.get_content(), part.get_content_type())},
-                )
-                answer.raise_for_status()
-                uploaded += 1
+            uploaded += naive_upload(http, b"\r\n".join(lines) + b"\r\n")
             pop.dele(number)
         pop.quit()
     print(uploaded)
@@ -94,45 +73,11 @@ def naive_import() -> int:
 
 
 def run_naive(world: MailWorld, round_dir: Path) -> Measured:
-    env = dict(
-        os.environ,
-        NAIVE_CA=str(world.ca.ca_cert),
-        NAIVE_PORT=str(world.dovecot.ports["pop3s"]),
-        NAIVE_USER=USER,
-        NAIVE_PASSWORD=PASSWORD,
-        NAIVE_DOC2=world.doc2.url,
-        NAIVE_KEY=world.doc2.api_key,
-    )
-    measured = run_measured([PYTHON, str(Path(__file__).resolve()), "--naive-worker"], env=env, watch=_watch(world))
-    if measured.returncode != 0:
-        raise SystemExit(f"the naive loop failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
-    return measured
-
-
-def write_pop3_accounts(world: MailWorld, path: Path) -> Path:
-    path.write_text(
-        f"""doc2:
-  base_url: {world.doc2.url}
-  api_key_secret: doc2-api-key
-  ca_file: {world.ca.ca_cert}
-accounts:
-  - name: bench
-    type: pop3
-    host: 127.0.0.1
-    port: {world.dovecot.ports["pop3s"]}
-    security: ssl
-    username: {USER}
-    password_secret: bench-password
-    ca_file: {world.ca.ca_cert}
-    delete_after_import: true
-""",
-        encoding="utf-8",
-    )
-    return path
+    return run_naive_worker(world, Path(__file__), "pop3s")
 
 
 def run_ours(world: MailWorld, round_dir: Path, root: Path = ROOT) -> Measured:
-    config = write_pop3_accounts(world, round_dir / "accounts.yaml")
+    config = world.write_accounts(round_dir / "accounts.yaml", kind="pop3", delete_after_import="true")
     env = world.ingest_env(config, round_dir / "state.sqlite3")
     measured = run_measured(
         [PYTHON, "-m", "ingest", "import", "--json", "--quiet"], env=env, cwd=root, watch=_watch(world)
