@@ -196,10 +196,18 @@ class Cyrus(ImapClientSide):
     def _sasldb(self) -> Path:
         return self.work_dir / "sasldb2"
 
+    @property
+    def _imapd(self) -> Path:
+        return self.work_dir / "bin/imapd"
+
     def _prepare(self) -> None:
         shutil.rmtree(self.work_dir / "run", ignore_errors=True)
         for sub in ("conf", "conf/socket", "spool", "sieve", "run"):  # conf/socket: imapd's IDLE sockets
             (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
+        # master starts imapd as the cyrus user, who may not reach into the checkout (a clone in a 0700 directory,
+        # as mktemp -d makes): imapd runs from a copy in this directory of its own.
+        (self.work_dir / "bin").mkdir(exist_ok=True)
+        shutil.copy2(IMAPD, self._imapd)
         w = self.work_dir
         extra = f"suppress_capabilities: {self.suppress_capabilities}\n" if self.suppress_capabilities else ""
         self._conf.write_text(
@@ -233,8 +241,8 @@ tls_server_key: {w}/conf/server.key
   recover cmd="{CTL_CYRUSDB} -r -C {conf}"
 }}
 SERVICES {{
-  imap cmd="{IMAPD} -C {conf}" listen="{HOST}:{self._ports["imap"]}" prefork=0
-  imaps cmd="{IMAPD} -s -C {conf}" listen="{HOST}:{self._ports["imaps"]}" prefork=0
+  imap cmd="{self._imapd} -C {conf}" listen="{HOST}:{self._ports["imap"]}" prefork=0
+  imaps cmd="{self._imapd} -s -C {conf}" listen="{HOST}:{self._ports["imaps"]}" prefork=0
 }}
 EVENTS {{
 }}
